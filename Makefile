@@ -1,0 +1,72 @@
+# Two-stage TFRS movie recommender. `make help` lists the targets.
+#
+# Data: RAW_DATA (or $TFRS_RAW_DATA) is a directory with ml-1m/ (or
+# ml-1m.zip) and melu/movies_extrainfos.dat; without it the official files
+# are downloaded. DATA_DIR (or $TFRS_DATA_DIR) is the TFDS data directory.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-setup-cfg
+RAW_DATA ?= $(TFRS_RAW_DATA)
+DATA_DIR ?= $(TFRS_DATA_DIR)
+RUNS ?= runs
+PORT ?= 8000
+RAW_FLAG := $(if $(RAW_DATA),--raw_data=$(RAW_DATA),)
+DATA_FLAG := $(if $(DATA_DIR),--data_dir=$(DATA_DIR),)
+CLI := $(BIN)/tfrs-pipeline
+
+.PHONY: help install test data eda train-retrieval train-ranking tensorboard bench serve clean
+
+help:
+	@echo "make install          create .venv and install (skipped when current with setup.cfg)"
+	@echo "make test             run the test suite"
+	@echo "make data             build the TFDS dataset (RAW_DATA=dir or download)"
+	@echo "make eda              exploratory HTML report -> reports/eda/index.html"
+	@echo "make train-retrieval  train, evaluate, export retrieval -> $(RUNS)/retrieval"
+	@echo "make train-ranking    train, evaluate, export ranking -> $(RUNS)/ranking"
+	@echo "make tensorboard      TensorBoard over $(RUNS)"
+	@echo "make bench            benchmark report -> bench/out/report.{json,md}"
+	@echo "make serve            HTTP service on PORT=$(PORT)"
+
+# Idempotent: reinstalls only when setup.cfg changed since the last install.
+install:
+	@if [ -f $(STAMP) ] && [ "$$(sha256sum setup.cfg | cut -d' ' -f1)" = "$$(cat $(STAMP))" ]; then \
+	  echo "install: $(VENV) is current with setup.cfg"; \
+	else \
+	  set -e; \
+	  $(PYTHON) -m venv $(VENV); \
+	  $(BIN)/pip install --quiet --upgrade pip; \
+	  $(BIN)/pip install --quiet -e '.[test]'; \
+	  sha256sum setup.cfg | cut -d' ' -f1 > $(STAMP); \
+	  echo "install: done"; \
+	fi
+	@bash scripts/install_chromium.sh
+
+test: install
+	$(BIN)/python -m pytest -q
+
+data: install
+	$(CLI) data prepare $(RAW_FLAG) $(DATA_FLAG)
+	$(CLI) data describe $(RAW_FLAG) $(DATA_FLAG)
+
+eda: install
+	$(CLI) eda $(RAW_FLAG) --out_dir=reports/eda
+
+train-retrieval: install
+	$(CLI) train retrieval $(RAW_FLAG) $(DATA_FLAG) --run_dir=$(RUNS)/retrieval
+
+train-ranking: install
+	$(CLI) train ranking $(RAW_FLAG) $(DATA_FLAG) --run_dir=$(RUNS)/ranking
+
+tensorboard: install
+	$(BIN)/tensorboard --logdir $(RUNS) --bind_all
+
+bench: install
+	$(CLI) bench $(RAW_FLAG) $(DATA_FLAG) --out_dir=bench/out
+
+serve: install
+	$(CLI) serve $(RAW_FLAG) $(DATA_FLAG) --runs=$(RUNS) --port=$(PORT)
+
+clean:
+	rm -rf $(RUNS) reports bench/out .pytest_cache

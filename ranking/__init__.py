@@ -1,0 +1,3 @@
+"""Ranking stage."""
+
+import tfrs_pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)

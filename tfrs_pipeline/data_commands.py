@@ -1,0 +1,62 @@
+"""`tfrs-pipeline data prepare|describe` and `tfrs-pipeline eda`."""
+
+import json
+
+from absl import flags
+
+from tfrs_pipeline import dataset
+from tfrs_pipeline import flags as common
+
+FLAGS = flags.FLAGS
+flags.DEFINE_boolean("json", False, "describe: print JSON only.")
+flags.DEFINE_boolean("overwrite", False, "prepare: rebuild even if current.")
+flags.DEFINE_list("configs", list(dataset.DEFAULT_CONFIGS),
+                  "prepare: TFDS configs to build (random, temporal, movies, "
+                  "users).")
+flags.DEFINE_string("out_dir", "reports/eda", "eda: output directory.")
+flags.DEFINE_integer("min_count", 50,
+                     "eda: minimum ratings for best-rated rankings.")
+
+
+def _log(*args):
+  # Progress goes to stderr so `describe --json` stays parseable.
+  import sys  # pylint: disable=g-import-not-at-top
+  print(*args, file=sys.stderr)
+
+
+def prepare_main(argv):
+  del argv
+  meta = dataset.prepare(FLAGS.data_dir, FLAGS.raw_data, FLAGS.configs,
+                         FLAGS.on_bad_line, FLAGS.overwrite, log=_log)
+  first = next(iter(meta.values()))
+  _log(f"[data] ready: {first['ratings']:,} ratings, {first['users']:,} "
+       f"users, {first['movies']:,} movies; skipped lines: "
+       f"{first['skipped']['skipped_total']}")
+
+
+def describe_main(argv):
+  del argv
+  counts = dataset.describe(FLAGS.data_dir, FLAGS.raw_data, FLAGS.split,
+                            FLAGS.on_bad_line, log=_log)
+  if FLAGS.json:
+    print(json.dumps(counts, indent=2))
+    return
+  for key, value in counts.items():
+    if isinstance(value, dict):
+      value = ", ".join(f"{k}={v}" for k, v in value.items())
+    elif isinstance(value, int):
+      value = f"{value:,}"
+    print(f"{key:>20}: {value}")
+
+
+def eda_main(argv):
+  del argv
+  from data import eda, raw  # pylint: disable=g-import-not-at-top
+  raw_dir = raw.resolve_raw_dir(FLAGS.raw_data)
+  if raw_dir is None:
+    raise raw.MissingDataError("eda reads the raw files. " + raw.HOW_TO_SUPPLY)
+  eda.run_eda(raw_dir, FLAGS.out_dir, FLAGS.on_bad_line,
+              min_count=FLAGS.min_count)
+
+
+del common  # imported for its flag definitions

@@ -1,0 +1,102 @@
+"""SavedModel export helpers shared by the retrieval and ranking stages.
+
+* `EntityTable`: user or movie features looked up by id inside the model
+  (`tf.lookup.StaticHashTable` per input of `features.INPUTS`), so a
+  signature can take just `user_id` / `movie_id`; unknown ids get each
+  input's `default`, which the embedding layers map to OOV buckets.
+* `input_specs`: `tf.TensorSpec`s for a signature that takes every input
+  explicitly, derived from the feature specification.
+* `save_atomic`: writes a SavedModel to a temporary sibling directory and
+  renames it into place, so a reader never sees a half-written model.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Dict, Mapping, Optional, Sequence
+
+import numpy as np
+
+import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
+import tensorflow as tf
+
+from tfrs_pipeline import features
+
+SCANN_SAVE_OPTIONS = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"])
+
+
+def input_specs(inputs: Sequence[features.Input]) -> Dict[str, tf.TensorSpec]:
+  """{name: TensorSpec([None], dtype)} for each input, in spec order."""
+  return {i.name: tf.TensorSpec([None], i.dtype, name=i.name)
+          for i in inputs}
+
+
+class EntityTable(tf.Module):
+  """Looks up an entity's raw inputs by id: ids [B] -> {input: [B]}.
+
+  Args:
+    key: the id input, `user_id` or `movie_id`.
+    columns: numpy columns of the table (from `pipeline.Data.table`),
+      already converted by `pipeline.to_inputs` (strings as str).
+    inputs: which inputs to store (default: all inputs of the key's
+      entity).
+  """
+
+  def __init__(self, key: str, columns: Mapping[str, np.ndarray],
+               inputs: Optional[Sequence[features.Input]] = None,
+               name: Optional[str] = None):
+    super().__init__(name=name or f"{key}_table")
+    entity = features.INPUT_BY_NAME[key].entity
+    self.key = key
+    self.inputs = [i for i in (inputs or features.entity_inputs(entity))
+                   if i.name != key]
+    keys = tf.constant(np.asarray(columns[key]).astype(str))
+    self.size = int(keys.shape[0])
+    self._known = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            keys, tf.ones_like(keys, dtype=tf.int64)), default_value=0)
+    self._tables = {}
+    for spec in self.inputs:
+      values = np.asarray(columns[spec.name])
+      if spec.dtype == tf.string:
+        values = tf.constant(values.astype(str))
+      else:
+        values = tf.constant(values.astype(spec.dtype.as_numpy_dtype))
+      self._tables[spec.name] = tf.lookup.StaticHashTable(
+          tf.lookup.KeyValueTensorInitializer(keys, values),
+          default_value=tf.constant(spec.default, dtype=spec.dtype))
+
+  def __call__(self, ids: tf.Tensor) -> Dict[str, tf.Tensor]:
+    out = {self.key: ids}
+    for name, table in self._tables.items():
+      out[name] = table.lookup(ids)
+    return out
+
+  def known(self, ids: tf.Tensor) -> tf.Tensor:
+    """Bool [B]: whether each id is in the table."""
+    return tf.equal(self._known.lookup(ids), 1)
+
+
+def save_atomic(obj, export_dir: str, signatures=None,
+                options: Optional[tf.saved_model.SaveOptions] = None,
+                log=print) -> str:
+  """`tf.saved_model.save` into `export_dir`, atomically.
+
+  The model is written to `export_dir.tmp-PID`; an existing export is
+  moved aside and the new one renamed into place, then the old one is
+  deleted. A crash mid-write leaves the previous export untouched.
+  """
+  export_dir = os.path.abspath(export_dir)
+  parent = os.path.dirname(export_dir)
+  os.makedirs(parent, exist_ok=True)
+  tmp = f"{export_dir}.tmp-{os.getpid()}"
+  old = f"{export_dir}.old-{os.getpid()}"
+  shutil.rmtree(tmp, ignore_errors=True)
+  tf.saved_model.save(obj, tmp, signatures=signatures, options=options)
+  if os.path.exists(export_dir):
+    os.replace(export_dir, old)
+  os.replace(tmp, export_dir)
+  shutil.rmtree(old, ignore_errors=True)
+  log(f"[export] wrote {export_dir}")
+  return export_dir

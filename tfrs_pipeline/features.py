@@ -1,0 +1,376 @@
+"""The feature specification: the single source of truth for every model.
+
+Two tables live here:
+
+* `INPUTS`: the raw model inputs (name, dtype, which entity owns it, the
+  value used for an unknown entity). Parsing (`pipeline.to_inputs`), the
+  lookup tables inside exported models, export signatures and the HTTP
+  service all derive from it.
+* `FEATURES`: what the models see. Each feature names its input, an
+  optional transform (`zip_prefix`, `hour_of_day`, ...), its kind
+  (`categorical`, `multi_categorical`, `text`, `bucketized`, `numeric`),
+  its embedding size and which models use it (`query`, `candidate`,
+  `ranking`).
+
+Adding a feature means adding one `Feature` line (and, for a new raw
+input, one `Input` line). Vocabularies and statistics are learned from the
+train split only (`Vocabularies.fit`) and saved with every run.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
+import tensorflow as tf
+
+USER, MOVIE, CONTEXT = "user", "movie", "context"
+QUERY, CANDIDATE, RANKING = "query", "candidate", "ranking"
+GENRE_SEPARATOR = "|"
+
+
+@dataclasses.dataclass(frozen=True)
+class Input:
+  """A raw model input: one scalar per example.
+
+  Attributes:
+    name: key in the feature dict (also the export signature name).
+    dtype: tf.string, tf.float32 or tf.int64.
+    entity: USER / MOVIE columns are looked up from tables at serving;
+      CONTEXT inputs (time) come with the request.
+    default: value for an unknown user or movie (maps to OOV buckets).
+    doc: one line for the README and the OpenAPI schema.
+  """
+  name: str
+  dtype: tf.DType
+  entity: str
+  default: object
+  doc: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Feature:
+  """A model feature derived from one `Input`.
+
+  Attributes:
+    name: feature name (embedding layer names derive from it).
+    source: name of the `Input` it is computed from.
+    kind: `categorical` (one id), `multi_categorical` (`|`-joined ids,
+      embeddings averaged), `text` (tokenized, embeddings averaged),
+      `bucketized` (quantile buckets of a number) or `numeric`
+      (normalized scalar, width 1).
+    dim: embedding size (ignored for `numeric`).
+    models: which models use it: QUERY, CANDIDATE, RANKING.
+    transform: name of a function in `TRANSFORMS` applied to the input.
+    min_count: ids seen fewer times in train fall into the OOV bucket.
+    num_oov: OOV buckets (hashed), so unknown ids still get embeddings.
+    num_buckets: quantile buckets for `bucketized`.
+  """
+  name: str
+  source: str
+  kind: str
+  dim: int
+  models: tuple
+  transform: Optional[str] = None
+  min_count: int = 1
+  num_oov: int = 1
+  num_buckets: int = 0
+
+  @property
+  def entity(self) -> str:
+    return INPUT_BY_NAME[self.source].entity
+
+
+INPUTS: List[Input] = [
+    Input("user_id", tf.string, USER, "", "MovieLens user id"),
+    Input("user_gender", tf.string, USER, "", "M or F"),
+    Input("bucketized_user_age", tf.string, USER, "",
+          "age bucket: 1, 18, 25, 35, 45, 50 or 56"),
+    Input("user_occupation_label", tf.string, USER, "",
+          "occupation label as in TFDS movielens (e.g. 'programmer')"),
+    Input("user_zip_code", tf.string, USER, "", "5-digit zip code"),
+    Input("movie_id", tf.string, MOVIE, "", "MovieLens movie id"),
+    Input("movie_title", tf.string, MOVIE, "", "title with year"),
+    Input("movie_genres", tf.string, MOVIE, "",
+          "genres joined by '|', e.g. 'Action|Comedy'"),
+    Input("director", tf.string, MOVIE, "", "first-listed director"),
+    Input("star", tf.string, MOVIE, "", "first-billed actor"),
+    Input("release_year", tf.float32, MOVIE, 0.0, "release year"),
+    Input("timestamp", tf.int64, CONTEXT, 0,
+          "unix seconds of the request/rating"),
+]
+INPUT_BY_NAME: Dict[str, Input] = {i.name: i for i in INPUTS}
+
+_QCR = (QUERY, RANKING)
+_CCR = (CANDIDATE, RANKING)
+FEATURES: List[Feature] = [
+    # User / query side.
+    Feature("user_id", "user_id", "categorical", 32, _QCR),
+    Feature("user_gender", "user_gender", "categorical", 4, _QCR),
+    Feature("user_age", "bucketized_user_age", "categorical", 8, _QCR),
+    Feature("user_occupation", "user_occupation_label", "categorical", 8,
+            _QCR),
+    Feature("user_zip_code", "user_zip_code", "categorical", 16, _QCR,
+            min_count=2, num_oov=8),
+    Feature("user_zip_prefix", "user_zip_code", "categorical", 8, _QCR,
+            transform="zip_prefix"),
+    # Context (time of the rating / request).
+    Feature("hour_of_day", "timestamp", "categorical", 4, _QCR,
+            transform="hour_of_day"),
+    Feature("day_of_week", "timestamp", "categorical", 4, _QCR,
+            transform="day_of_week"),
+    Feature("time", "timestamp", "bucketized", 8, _QCR,
+            transform="to_float", num_buckets=20),
+    # Movie / candidate side.
+    Feature("movie_id", "movie_id", "categorical", 32, _CCR),
+    Feature("movie_title", "movie_title", "text", 32, _CCR, min_count=2),
+    Feature("movie_genres", "movie_genres", "multi_categorical", 16, _CCR),
+    Feature("director", "director", "categorical", 16, _CCR, min_count=2,
+            num_oov=8),
+    Feature("star", "star", "categorical", 16, _CCR, min_count=2, num_oov=8),
+    Feature("release_year", "release_year", "bucketized", 8, _CCR,
+            num_buckets=20),
+]
+FEATURE_BY_NAME: Dict[str, Feature] = {f.name: f for f in FEATURES}
+
+LABEL = "user_rating"
+
+
+def features_for(model: str) -> List[Feature]:
+  """The features a model (QUERY, CANDIDATE or RANKING) uses, in order."""
+  return [f for f in FEATURES if model in f.models]
+
+
+def inputs_for(model: str) -> List[Input]:
+  """The raw inputs the features of `model` need, in `INPUTS` order."""
+  needed = {f.source for f in features_for(model)}
+  return [i for i in INPUTS if i.name in needed]
+
+
+def entity_inputs(entity: str) -> List[Input]:
+  return [i for i in INPUTS if i.entity == entity]
+
+
+# --------------------------------------------------------------------------
+# Transforms: pure TF functions, used in tf.data and inside exported models.
+
+
+def _zip_prefix(x: tf.Tensor) -> tf.Tensor:
+  """First three digits of a zip code (the sectional center)."""
+  return tf.strings.substr(x, 0, 3)
+
+
+def _hour_of_day(ts: tf.Tensor) -> tf.Tensor:
+  return tf.strings.as_string(tf.math.floormod(ts // 3600, 24))
+
+
+def _day_of_week(ts: tf.Tensor) -> tf.Tensor:
+  """0 = Monday (1970-01-01 was a Thursday)."""
+  return tf.strings.as_string(tf.math.floormod(ts // 86400 + 3, 7))
+
+
+def _to_float(x: tf.Tensor) -> tf.Tensor:
+  return tf.cast(x, tf.float32)
+
+
+TRANSFORMS: Dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
+    "zip_prefix": _zip_prefix,
+    "hour_of_day": _hour_of_day,
+    "day_of_week": _day_of_week,
+    "to_float": _to_float,
+}
+
+
+def feature_value(feature: Feature, inputs: Mapping[str, tf.Tensor]
+                  ) -> tf.Tensor:
+  """The (transformed) value of `feature` from a dict of raw inputs."""
+  x = inputs[feature.source]
+  if feature.transform:
+    x = TRANSFORMS[feature.transform](x)
+  elif feature.kind in ("bucketized", "numeric"):
+    x = tf.cast(x, tf.float32)
+  return x
+
+
+# --------------------------------------------------------------------------
+# Vocabularies and statistics (fit on train only).
+
+def standardize_text(x: tf.Tensor) -> tf.Tensor:
+  """Lower-cases and turns punctuation into spaces: `Toy Story (1995)` ->
+  `toy story  1995 `. Used both to fit and to apply the text vocabulary."""
+  return tf.strings.regex_replace(tf.strings.lower(x), r"[[:punct:]]", " ")
+
+
+def _tokens(feature: Feature, values: np.ndarray) -> Iterable[str]:
+  """The vocabulary items a batch of values of `feature` contributes."""
+  if feature.kind == "multi_categorical":
+    for v in values:
+      yield from (t for t in v.decode().split(GENRE_SEPARATOR) if t)
+  elif feature.kind == "text":
+    for v in standardize_text(values).numpy():
+      yield from v.decode().split()
+  else:
+    for v in values:
+      yield v.decode() if isinstance(v, bytes) else str(v)
+
+
+@dataclasses.dataclass
+class Vocabularies:
+  """Per-feature vocabularies (ids) and quantile boundaries (numbers)."""
+  vocab: Dict[str, List[str]]
+  boundaries: Dict[str, List[float]]
+  mean: Dict[str, float]
+  variance: Dict[str, float]
+
+  @classmethod
+  def fit(cls, train: tf.data.Dataset,
+          features: Sequence[Feature] = tuple(FEATURES)) -> "Vocabularies":
+    """One pass over batched train inputs (dicts of raw inputs)."""
+    counts = {f.name: collections.Counter() for f in features
+              if f.kind in ("categorical", "multi_categorical", "text")}
+    numbers = {f.name: [] for f in features
+               if f.kind in ("bucketized", "numeric")}
+    by_name = {f.name: f for f in features}
+    for batch in train:
+      for name in counts:
+        values = feature_value(by_name[name], batch).numpy()
+        counts[name].update(_tokens(by_name[name], values))
+      for name in numbers:
+        numbers[name].append(feature_value(by_name[name], batch).numpy())
+    vocab, boundaries, mean, variance = {}, {}, {}, {}
+    for name, c in counts.items():
+      f = by_name[name]
+      # Most frequent first, ties by value: deterministic.
+      vocab[name] = [k for k, n in sorted(c.items(), key=lambda kv: (-kv[1],
+                                                                    kv[0]))
+                     if n >= f.min_count and k != ""]
+    for name, chunks in numbers.items():
+      x = np.concatenate(chunks).astype(np.float64)
+      mean[name], variance[name] = float(x.mean()), float(x.var())
+      f = by_name[name]
+      if f.kind == "bucketized":
+        qs = np.quantile(x, np.linspace(0, 1, f.num_buckets + 1)[1:-1])
+        boundaries[name] = sorted(set(float(q) for q in qs))
+    return cls(vocab, boundaries, mean, variance)
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
+
+  @classmethod
+  def from_json(cls, text: str) -> "Vocabularies":
+    return cls(**json.loads(text))
+
+  def save(self, path: str) -> None:
+    with tf.io.gfile.GFile(path, "w") as f:
+      f.write(self.to_json())
+
+  @classmethod
+  def load(cls, path: str) -> "Vocabularies":
+    with tf.io.gfile.GFile(path) as f:
+      return cls.from_json(f.read())
+
+
+# --------------------------------------------------------------------------
+# Keras layers.
+
+
+class FeatureEmbedding(tf.keras.layers.Layer):
+  """Raw input -> embedding [B, dim] for one feature (or [B, 1] numeric).
+
+  Categorical ids go through `StringLookup` (OOV ids hash into `num_oov`
+  buckets) and an `Embedding`; `multi_categorical` and `text` average the
+  embeddings of their tokens (masking padding); `bucketized` embeds a
+  quantile bucket; `numeric` is standardized.
+  """
+
+  def __init__(self, feature: Feature, vocabularies: Vocabularies,
+               embeddings_regularizer=None, **kwargs):
+    super().__init__(name=kwargs.pop("name", f"{feature.name}_embedding"),
+                     **kwargs)
+    self.feature = feature
+    kind = feature.kind
+    if kind in ("categorical", "multi_categorical"):
+      vocab = vocabularies.vocab[feature.name]
+      self._lookup = tf.keras.layers.StringLookup(
+          vocabulary=vocab, num_oov_indices=feature.num_oov,
+          mask_token="" if kind == "multi_categorical" else None)
+      size = len(vocab) + feature.num_oov + (kind == "multi_categorical")
+    elif kind == "text":
+      vocab = vocabularies.vocab[feature.name]
+      self._lookup = tf.keras.layers.TextVectorization(
+          vocabulary=vocab, standardize=standardize_text,
+          output_mode="int", ragged=False)
+      size = len(vocab) + 2  # padding + OOV
+    elif kind == "bucketized":
+      self._lookup = tf.keras.layers.Discretization(
+          bin_boundaries=vocabularies.boundaries[feature.name])
+      size = len(vocabularies.boundaries[feature.name]) + 1
+    elif kind == "numeric":
+      self._lookup = tf.keras.layers.Normalization(
+          mean=vocabularies.mean[feature.name],
+          variance=max(vocabularies.variance[feature.name], 1e-12))
+      size = 0
+    else:
+      raise ValueError(f"unknown feature kind {kind!r} of {feature.name}")
+    self.vocabulary_size = size
+    self.output_dim = 1 if kind == "numeric" else feature.dim
+    self.embedding = None
+    if size:
+      self.embedding = tf.keras.layers.Embedding(
+          size, feature.dim, embeddings_regularizer=embeddings_regularizer,
+          mask_zero=kind in ("multi_categorical", "text"),
+          name=f"{feature.name}_table")
+
+  def ids(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
+    """Integer ids [B] (or [B, T] for multi-valued kinds)."""
+    x = feature_value(self.feature, inputs)
+    if self.feature.kind == "multi_categorical":
+      x = tf.strings.split(x, GENRE_SEPARATOR).to_tensor("")
+    return self._lookup(x)
+
+  def call(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
+    kind = self.feature.kind
+    if kind == "numeric":
+      return tf.reshape(self._lookup(feature_value(self.feature, inputs)),
+                        [-1, 1])
+    ids = self.ids(inputs)
+    emb = self.embedding(ids)
+    if kind in ("multi_categorical", "text"):
+      mask = tf.cast(tf.not_equal(ids, 0), emb.dtype)[..., tf.newaxis]
+      emb = tf.reduce_sum(emb * mask, axis=1) / tf.maximum(
+          tf.reduce_sum(mask, axis=1), 1.0)
+    return emb
+
+
+class FeatureEncoder(tf.keras.layers.Layer):
+  """Dict of raw inputs -> concatenated feature embeddings [B, width].
+
+  `slices` gives each feature's columns in the output, which the DCN
+  feature-interaction heatmap uses to reduce the cross matrix to blocks.
+  """
+
+  def __init__(self, features: Sequence[Feature], vocabularies: Vocabularies,
+               embeddings_regularizer=None, **kwargs):
+    super().__init__(**kwargs)
+    self.features = list(features)
+    self.embeddings = [
+        FeatureEmbedding(f, vocabularies, embeddings_regularizer)
+        for f in self.features
+    ]
+    self.slices: Dict[str, slice] = {}
+    start = 0
+    for f, e in zip(self.features, self.embeddings):
+      self.slices[f.name] = slice(start, start + e.output_dim)
+      start += e.output_dim
+    self.output_dim = start
+
+  def call(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
+    return tf.concat([e(inputs) for e in self.embeddings], axis=1)
+
+  def embedding_of(self, name: str) -> FeatureEmbedding:
+    return self.embeddings[[f.name for f in self.features].index(name)]

@@ -1,0 +1,133 @@
+"""`tf.data` input functions: TFDS examples -> model inputs -> batches.
+
+`to_inputs` turns a TFDS example into the raw model inputs of
+`features.INPUTS` (all categorical values as strings, so the exported
+signatures and the HTTP service take the same plain values). `Data`
+bundles what every trainer needs: train/test datasets, the movie and user
+tables, and vocabularies fit on the train split only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Dict, Optional
+
+import numpy as np
+
+import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
+import tensorflow as tf
+
+from data import movielens_enriched
+from tfrs_pipeline import dataset, features
+
+_FEATURES = movielens_enriched.tfds_movielens_features()
+_GENRE_NAMES = tf.constant(_FEATURES["movie_genres"].feature.names)
+_OCCUPATION_NAMES = tf.constant(_FEATURES["user_occupation_label"].names)
+
+
+def to_inputs(example: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+  """A TFDS example (any config) -> the raw model inputs it has.
+
+  Genres (ClassLabel ids) become a `|`-joined string, the occupation label
+  its name, gender `M`/`F`, the age bucket its integer as a string.
+  `user_rating` is kept when present.
+  """
+  out = {}
+  for name, value in example.items():
+    if name == "movie_genres":
+      value = tf.strings.reduce_join(
+          tf.gather(_GENRE_NAMES, value), separator=features.GENRE_SEPARATOR,
+          axis=-1)
+    elif name == "user_occupation_label":
+      value = tf.gather(_OCCUPATION_NAMES, value)
+    elif name == "user_gender":
+      value = tf.where(value, "M", "F")
+    elif name == "bucketized_user_age":
+      value = tf.strings.as_string(tf.cast(value, tf.int64))
+    elif name == "release_year":
+      value = tf.cast(value, tf.float32)
+    if name in features.INPUT_BY_NAME or name == features.LABEL:
+      out[name] = value
+  return out
+
+
+@dataclasses.dataclass
+class DataConfig:
+  """Where the data comes from and how it is split and batched."""
+  raw_data: Optional[str] = None  # default: $TFRS_RAW_DATA, else download
+  data_dir: Optional[str] = None  # default: $TFRS_DATA_DIR, else ~/tensorflow_datasets
+  split: str = "random"  # random | temporal (see README, "Splits")
+  on_bad_line: str = "error"  # error | skip
+  seed: int = 42
+  shuffle_buffer: int = 100_000
+
+
+@dataclasses.dataclass
+class Data:
+  """Everything a trainer reads. Datasets yield unbatched input dicts."""
+  train: tf.data.Dataset
+  test: tf.data.Dataset
+  movies: tf.data.Dataset
+  users: tf.data.Dataset
+  vocabularies: features.Vocabularies
+  num_train: int
+  num_test: int
+
+  def batches(self, ds: tf.data.Dataset, batch_size: int,
+              shuffle_seed: Optional[int] = None, buffer: int = 100_000
+              ) -> tf.data.Dataset:
+    """Cached, (seeded-)shuffled, batched, prefetched."""
+    ds = ds.cache()
+    if shuffle_seed is not None:
+      ds = ds.shuffle(buffer, seed=shuffle_seed,
+                      reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+  def table(self, name: str) -> Dict[str, np.ndarray]:
+    """The `movies` or `users` table as numpy columns (strings decoded)."""
+    ds = self.movies if name == "movies" else self.users
+    columns: Dict[str, list] = {}
+    for batch in ds.batch(10_000):
+      for k, v in batch.items():
+        columns.setdefault(k, []).append(v.numpy())
+    out = {}
+    for k, chunks in columns.items():
+      v = np.concatenate(chunks)
+      if v.dtype == object:
+        v = np.array([x.decode("utf-8") for x in v], dtype=object)
+      out[k] = v
+    return out
+
+
+def load_data(config: DataConfig, log=print) -> Data:
+  """Loads (building if needed) the dataset and fits vocabularies on train."""
+  kwargs = dict(data_dir=config.data_dir, raw_data=config.raw_data,
+                on_bad_line=config.on_bad_line, log=log)
+  dataset.prepare(configs=(config.split, "movies", "users"), **kwargs)
+  b = dataset.builder(config.split, config.data_dir, config.raw_data,
+                      config.on_bad_line)
+
+  def split(config_name, split_name):
+    return dataset.load(config_name, split_name, **kwargs).map(
+        to_inputs, num_parallel_calls=tf.data.AUTOTUNE)
+
+  train = split(config.split, "train")
+  log("[data] fitting vocabularies on the train split ...")
+  vocabularies = features.Vocabularies.fit(
+      train.batch(16_384).prefetch(tf.data.AUTOTUNE))
+  return Data(
+      train=train,
+      test=split(config.split, "test"),
+      movies=split("movies", "train"),
+      users=split("users", "train"),
+      vocabularies=vocabularies,
+      num_train=b.info.splits["train"].num_examples,
+      num_test=b.info.splits["test"].num_examples,
+  )
+
+
+def save_vocabularies(data: Data, run_dir: str) -> str:
+  path = os.path.join(run_dir, "vocabularies.json")
+  data.vocabularies.save(path)
+  return path
