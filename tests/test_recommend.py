@@ -1,0 +1,339 @@
+"""Tests of `tfrs_pipeline.recommend` (library and CLI) on small exports.
+
+`small_runs` builds RUNS/retrieval and RUNS/ranking once per session: with
+the real trainers (`retrieval.train`, `ranking.train`, 1 epoch on the fake
+data) when they import, else with stand-in SavedModels that have exactly
+the contract signatures (`TFRS_TEST_STANDIN=1` forces the stand-ins).
+test_serving.py and test_browser.py import the fixture from here.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
+import tensorflow as tf
+
+from tfrs_pipeline import export, features, pipeline, recommend
+
+_CACHE = {}
+_D = 16
+
+
+# --------------------------------------------------------------------------
+# Stand-in models with the contract signatures.
+
+
+def _hash_embedding(inputs, names):
+  """Sum of one-hot hashes of the named string inputs: [B, D]."""
+  out = 0.0
+  for n in names:
+    h = tf.strings.to_hash_bucket_fast(
+        tf.strings.join([n, inputs[n]], ":"), _D)
+    out += tf.one_hot(h, _D)
+  return out
+
+
+_USER_KEYS = ("user_id", "user_gender", "bucketized_user_age",
+              "user_occupation_label")
+
+
+class _Retrieval(tf.Module):
+
+  def __init__(self, users, movie_ids, emb, k):
+    super().__init__()
+    self.query_inputs = [i for i in features.inputs_for(features.QUERY)]
+    user_inputs = [i for i in self.query_inputs
+                   if i.entity == features.USER and i.name in users]
+    self.table = export.EntityTable("user_id", users, user_inputs)
+    self.movie_ids = tf.constant(movie_ids)
+    self.emb = tf.constant(emb)
+    self.k = k
+    self.default_timestamp = tf.Variable(978300000, dtype=tf.int64,
+                                         trainable=False)
+    id_spec = tf.TensorSpec([None], tf.string, name="user_id")
+    self.serving_default = tf.function(self._by_id, input_signature=[id_spec])
+    self.user_embedding = tf.function(self._embedding,
+                                      input_signature=[id_spec])
+    self.serve_features = tf.function(
+        self._search_inputs,
+        input_signature=[export.input_specs(self.query_inputs)])
+
+  def _search_inputs(self, inputs):
+    scores, idx = tf.math.top_k(
+        tf.matmul(_hash_embedding(inputs, _USER_KEYS), self.emb,
+                  transpose_b=True), self.k)
+    return {"movie_ids": tf.gather(self.movie_ids, idx), "scores": scores}
+
+  def _by_id(self, user_id):
+    return self._search_inputs(self.table(user_id))
+
+  def _embedding(self, user_id):
+    return {"embedding": _hash_embedding(self.table(user_id), _USER_KEYS)}
+
+
+class _Ranking(tf.Module):
+
+  def __init__(self, users, movie_ids, emb):
+    super().__init__()
+    self.inputs = features.inputs_for(features.RANKING)
+    self.table = export.EntityTable(
+        "user_id", users, [i for i in self.inputs
+                           if i.entity == features.USER and i.name in users])
+    self.rows = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(movie_ids), tf.range(len(movie_ids), dtype=tf.int64)),
+        default_value=0)
+    self.emb = tf.constant(emb)
+    self.serving_default = tf.function(self._by_id, input_signature=[
+        tf.TensorSpec([None], tf.string, name="user_id"),
+        tf.TensorSpec([None], tf.string, name="movie_id")])
+    self.serve_features = tf.function(
+        self._score, input_signature=[export.input_specs(self.inputs)])
+
+  def _score(self, inputs):
+    u = _hash_embedding(inputs, _USER_KEYS)
+    m = tf.gather(self.emb, self.rows.lookup(inputs["movie_id"]))
+    x = tf.reduce_sum(u * m, axis=1)
+    return {"rating": 3.0 + 2.0 * tf.tanh(x), "score": tf.sigmoid(x)}
+
+  def _by_id(self, user_id, movie_id):
+    return self._score({**self.table(user_id), "movie_id": movie_id})
+
+
+def build_standins(data: pipeline.Data, runs: str) -> None:
+  users = data.table("users")
+  movie_ids = data.table("movies")["movie_id"].astype(str)
+  emb = np.random.default_rng(0).normal(size=(len(movie_ids), _D)).astype(
+      np.float32)
+  k = min(100, len(movie_ids))
+  r = _Retrieval(users, movie_ids, emb, k)
+  export.save_atomic(r, os.path.join(runs, "retrieval", "export", "retrieval"),
+                     signatures={"serving_default": r.serving_default,
+                                 "user_embedding": r.user_embedding,
+                                 "serve_features": r.serve_features},
+                     log=lambda *a: None)
+  np.savez(os.path.join(runs, "retrieval", "export", "candidates.npz"),
+           movie_ids=movie_ids, embeddings=emb)
+  m = _Ranking(users, movie_ids, emb)
+  export.save_atomic(m, os.path.join(runs, "ranking", "export", "ranking"),
+                     signatures={"serving_default": m.serving_default,
+                                 "serve_features": m.serve_features},
+                     log=lambda *a: None)
+
+
+_TRAIN = """
+import sys, tfrs_pipeline
+from tfrs_pipeline import pipeline
+from {stage} import model, train
+config = pipeline.DataConfig(raw_data=sys.argv[1], data_dir=sys.argv[2])
+train.train_and_evaluate(model.{config}(epochs=1, batch_size=256),
+                         config, sys.argv[3], log=lambda *a: None)
+"""
+
+
+def _train_real(data_config, runs) -> str:
+  """Trains both stages for 1 epoch, each in its own process (their
+  modules define absl flags), in parallel."""
+  procs = []
+  for stage, config in (("retrieval", "RetrievalConfig"),
+                        ("ranking", "RankingConfig")):
+    if not os.path.exists(os.path.join(os.path.dirname(recommend.__file__),
+                                       "..", stage, "train.py")):
+      raise ImportError(f"no {stage}/train.py")
+    procs.append(subprocess.Popen(
+        [sys.executable, "-c", _TRAIN.format(stage=stage, config=config),
+         data_config.raw_data, data_config.data_dir,
+         os.path.join(runs, stage)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+  for p in procs:
+    out, _ = p.communicate(timeout=600)
+    if p.returncode:
+      raise RuntimeError(f"trainer failed: {out[-1500:]}")
+  return "real"
+
+
+def small_runs_value(tmp_path_factory, fake_raw, fake_data_dir, fake_data):
+  """The cached {'runs', 'raw', 'data_dir', 'kind'} (built once)."""
+  if "runs" not in _CACHE:
+    runs = str(tmp_path_factory.mktemp("runs"))
+    config = pipeline.DataConfig(raw_data=fake_raw["path"],
+                                 data_dir=fake_data_dir)
+    kind = "standin"
+    if not os.environ.get("TFRS_TEST_STANDIN"):
+      try:
+        kind = _train_real(config, runs)
+      except (ImportError, RuntimeError) as e:
+        warnings.warn(f"real trainers unavailable, stand-in models: {e}")
+    if kind == "standin":
+      build_standins(fake_data, runs)
+    _CACHE["runs"] = {"runs": runs, "raw": fake_raw["path"],
+                      "data_dir": fake_data_dir, "kind": kind,
+                      "config": config}
+  return _CACHE["runs"]
+
+
+@pytest.fixture(scope="session")
+def small_runs(tmp_path_factory, fake_raw, fake_data_dir, fake_data):
+  return small_runs_value(tmp_path_factory, fake_raw, fake_data_dir,
+                          fake_data)
+
+
+# --------------------------------------------------------------------------
+# Library.
+
+
+@pytest.fixture(scope="module")
+def catalog(small_runs):
+  return recommend.load_catalog(small_runs["config"], log=lambda *a: None)
+
+
+@pytest.fixture(scope="module")
+def rec(small_runs, catalog):
+  return recommend.Recommender.from_runs(small_runs["runs"], catalog)
+
+
+def test_recommend_known_user(rec, catalog):
+  rows = rec.recommend("7", k=5)
+  assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
+  assert 1 <= len(rows) <= 5
+  keys = {"rank", "movie_id", "title", "year", "genres", "director", "star",
+          "predicted_rating", "score", "retrieval_score"}
+  assert all(keys <= set(r) for r in rows)
+  seen = set(catalog.history("7"))
+  assert seen and not seen & {r["movie_id"] for r in rows}
+  scores = [r["score"] for r in rows]
+  assert scores == sorted(scores, reverse=True)
+  assert all(r["title"] and isinstance(r["genres"], list) for r in rows)
+
+
+def test_exported_k_caps_candidates(rec):
+  assert rec.exported_k <= 100
+  assert rec.info()["num_candidates"] == min(200, rec.exported_k)
+  ids, scores = rec.retrieve(["1", "2"])
+  assert ids.shape == scores.shape == (2, rec.exported_k)
+
+
+def test_cold_start_and_validation(rec):
+  rows = rec.recommend_new_user(30, "f", "Writer", "94110-1234", k=3)
+  assert len(rows) == 3 and rows[0]["title"]
+  assert recommend.demographic_inputs(30, "f", "writer", "94110") == {
+      "bucketized_user_age": "25", "user_gender": "F",
+      "user_occupation_label": "writer", "user_zip_code": "94110"}
+  for args, message in (((0, "F", "writer", "94110"), "age"),
+                        ((30, "X", "writer", "94110"), "gender"),
+                        ((30, "F", "astronaut", "94110"), "occupation"),
+                        ((30, "F", "writer", "9411"), "zip"),
+                        ((30, None, "writer", "94110"), "missing: gender")):
+    with pytest.raises(recommend.InvalidRequestError, match=message):
+      recommend.demographic_inputs(*args)
+
+
+def test_unknown_user_and_bad_k(rec):
+  with pytest.raises(recommend.UnknownUserError):
+    rec.recommend("999999")
+  for k in (0, 101):
+    with pytest.raises(recommend.InvalidRequestError, match="k must"):
+      rec.recommend("7", k=k)
+
+
+def test_similar(rec):
+  rows = rec.similar("1", k=5)
+  assert len(rows) == 5 and "1" not in {r["movie_id"] for r in rows}
+  sims = [r["similarity"] for r in rows]
+  assert sims == sorted(sims, reverse=True) and sims[0] <= 1.0 + 1e-5
+  with pytest.raises(recommend.UnknownMovieError):
+    rec.similar("nope")
+
+
+def test_recent_ratings(catalog):
+  ratings = catalog.recent_ratings("7", limit=3)
+  assert len(ratings) == 3
+  ts = [r["timestamp"] for r in ratings]
+  assert ts == sorted(ts, reverse=True)
+  assert {"title", "director", "star", "rating"} <= set(ratings[0])
+
+
+def test_format_table():
+  rows = [{"rank": 1, "title": "A very long title " * 3, "year": 1995,
+           "genres": ["Comedy"], "director": None, "star": "X",
+           "score": 0.5}]
+  lines = recommend.format_table(rows, ("score",)).splitlines()
+  assert len(lines) == 2 and lines[1].endswith("0.500")
+  assert "~" in lines[1] and " - " in lines[1]
+
+
+# --------------------------------------------------------------------------
+# CLI: in-process through `cli.run` (absl flags reset between calls), and
+# one real subprocess for the exit status of an expected error.
+
+
+def _flags(small_runs):
+  return [f"--runs={small_runs['runs']}", f"--raw_data={small_runs['raw']}",
+          f"--data_dir={small_runs['data_dir']}"]
+
+
+def _run_cli(small_runs, capsys, *args):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from tfrs_pipeline import cli  # pylint: disable=g-import-not-at-top
+  flags.FLAGS.unparse_flags()
+  capsys.readouterr()
+  try:
+    cli.run(["tfrs-pipeline", *args, *_flags(small_runs)])
+    code = 0
+  except SystemExit as e:
+    code = e.code or 0
+  out = capsys.readouterr()
+  return code, out.out, out.err
+
+
+def test_cli(small_runs, capsys):
+  proc = subprocess.Popen(
+      [sys.executable, "-c", "from tfrs_pipeline import cli; cli.run()",
+       "recommend", "--user_id=424242", *_flags(small_runs)],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+  code, stdout, stderr = _run_cli(small_runs, capsys, "recommend",
+                                  "--user_id=7", "--k=4", "--json")
+  assert code == 0, stderr
+  rows = json.loads(stdout)
+  assert len(rows) == 4
+  assert {"movie_id", "title", "year", "genres", "director", "star",
+          "predicted_rating", "retrieval_score"} <= set(rows[0])
+
+  code, stdout, stderr = _run_cli(
+      small_runs, capsys, "recommend", "--age=30", "--gender=M",
+      "--occupation=programmer", "--zip=10001", "--k=3")
+  assert code == 0, stderr
+  lines = stdout.strip().splitlines()
+  assert lines[0].split()[:3] == ["#", "title", "year"] and len(lines) == 4
+  assert "director" in lines[0] and "predicted_rating" in lines[0]
+
+  code, stdout, stderr = _run_cli(small_runs, capsys, "similar",
+                                  "--movie_id=2", "--k=3")
+  assert code == 0, stderr
+  lines = stdout.strip().splitlines()
+  assert "similarity" in lines[0] and len(lines) == 4
+  assert "Toy Story" not in stdout  # movie 2 is Toy Story: excluded
+
+  for args, message in (
+      (("recommend", "--user_id=424242", "--age=30", "--gender=M",
+        "--occupation=astronaut", "--zip=10001"),
+       "unknown occupation 'astronaut'"),
+      (("recommend", "--user_id=7", "--k=0"), "k must be"),
+      (("recommend",), "pass --user_id"),
+      (("similar", "--movie_id=nope"), "unknown movie id 'nope'")):
+    code, stdout, stderr = _run_cli(small_runs, capsys, *args)
+    assert code == 2 and stderr.strip().startswith("error: "), stderr
+    assert message in stderr and "Traceback" not in stderr
+
+  stdout, stderr = proc.communicate(timeout=240)
+  assert proc.returncode == 2, stderr
+  last = stderr.strip().splitlines()[-1]
+  assert last.startswith("error: unknown user id '424242'"), stderr
+  assert "Traceback" not in stderr

@@ -1,0 +1,212 @@
+"""Tests of the HTTP service: a real `tfrs-pipeline serve` subprocess on a
+free loopback port, hit with httpx. Also the e2e evaluation and load test.
+"""
+
+import atexit
+import os
+import time
+
+import httpx
+import pytest
+
+from test_recommend import _CACHE, small_runs  # noqa: F401  pylint: disable=unused-import
+from tfrs_pipeline import e2e
+
+
+def server_value(small_runs_):  # pylint: disable=redefined-outer-name
+  """The cached {'url', 'proc', 'log', 'first_health'} (started once)."""
+  if "server" not in _CACHE:
+    port = e2e.free_port()
+    log = os.path.join(small_runs_["runs"], f"serve-{port}.log")
+    proc = e2e.start_server(
+        small_runs_["runs"], port,
+        [f"--raw_data={small_runs_['raw']}",
+         f"--data_dir={small_runs_['data_dir']}"], log)
+    atexit.register(e2e.stop_server, proc)
+    url = f"http://127.0.0.1:{port}"
+    first = None  # the first /health answer that came back
+    deadline = time.time() + 120
+    while first is None and time.time() < deadline and proc.poll() is None:
+      try:
+        r = httpx.get(f"{url}/health", timeout=5)
+        first = (r.status_code, r.json())
+      except httpx.HTTPError:
+        time.sleep(0.1)
+    e2e.wait_ready(url, 180, proc)
+    _CACHE["server"] = {"url": url, "proc": proc, "log": log,
+                        "first_health": first}
+  return _CACHE["server"]
+
+
+@pytest.fixture(scope="session")
+def server(small_runs):  # pylint: disable=redefined-outer-name
+  value = server_value(small_runs)
+  yield value
+  e2e.stop_server(value["proc"])
+
+
+@pytest.fixture
+def client(server):  # pylint: disable=redefined-outer-name
+  with httpx.Client(base_url=server["url"], timeout=30) as c:
+    yield c
+
+
+def _err(r, status):
+  assert r.status_code == status, r.text
+  body = r.json()
+  assert set(body) >= {"error"} and isinstance(body["error"], str)
+  assert body["error"]
+  return body["error"]
+
+
+def test_health_and_readiness(server, client):  # pylint: disable=redefined-outer-name
+  status, body = server["first_health"]
+  # The port opens before the models load: the first answer is 503
+  # (loading) unless loading won the race.
+  assert status in (200, 503)
+  if status == 503:
+    assert body["status"] in ("starting", "loading tables", "loading models")
+  r = client.get("/health")
+  assert r.status_code == 200
+  models = r.json()["models"]
+  assert models["exported_k"] >= 1 and "serve_features" in (
+      models["retrieval_signatures"])
+  assert {"serving_default", "serve_features"} <= set(
+      models["ranking_signatures"])
+
+
+def test_openapi_and_docs(client):  # pylint: disable=redefined-outer-name
+  spec = client.get("/openapi.json").json()
+  for path in ("/recommend", "/similar", "/health",
+               "/users/{user_id}/ratings"):
+    assert path in spec["paths"]
+  assert {"get", "post"} <= set(spec["paths"]["/recommend"])
+  assert "NewUser" in spec["components"]["schemas"]
+  assert "swagger" in client.get("/docs").text.lower()
+
+
+def test_recommend_get(client):  # pylint: disable=redefined-outer-name
+  r = client.get("/recommend", params={"user_id": "7", "k": 5})
+  assert r.status_code == 200, r.text
+  items = r.json()["items"]
+  assert 1 <= len(items) <= 5
+  assert {"rank", "movie_id", "title", "year", "genres", "director", "star",
+          "predicted_rating", "score", "retrieval_score"} <= set(items[0])
+  rated = {x["movie_id"] for x in client.get(
+      "/users/7/ratings", params={"limit": 500}).json()["ratings"]}
+  assert rated and not rated & {x["movie_id"] for x in items}
+
+
+def test_recommend_post(client):  # pylint: disable=redefined-outer-name
+  r = client.post("/recommend", json={"age": 40, "gender": "F",
+                                      "occupation": "doctor/health care",
+                                      "zip": "02139", "k": 3})
+  assert r.status_code == 200, r.text
+  body = r.json()
+  assert len(body["items"]) == 3 and body["items"][0]["title"]
+  assert body["cold_start"]["bucketized_user_age"] == "35"
+  r = client.post("/recommend", json={"user_id": "7", "k": 2})
+  assert r.status_code == 200 and len(r.json()["items"]) == 2
+
+
+def test_similar_and_ratings(client):  # pylint: disable=redefined-outer-name
+  r = client.get("/similar", params={"movie_id": "1", "k": 4})
+  assert r.status_code == 200
+  items = r.json()["items"]
+  assert len(items) == 4 and all(x["movie_id"] != "1" for x in items)
+  r = client.get("/users/7/ratings", params={"limit": 3})
+  body = r.json()
+  assert r.status_code == 200 and len(body["ratings"]) == 3
+  assert body["user"]["user_id"] == "7" and body["num_ratings"] >= 3
+  assert {"title", "rating", "timestamp", "director"} <= set(
+      body["ratings"][0])
+
+
+@pytest.mark.parametrize("method,path,kwargs,status,message", [
+    ("get", "/recommend", {"params": {"user_id": "424242"}}, 404,
+     "unknown user id"),
+    ("get", "/recommend", {"params": {"user_id": "7", "k": 0}}, 422, "k"),
+    ("get", "/recommend", {"params": {"user_id": "7", "k": 101}}, 422, "k"),
+    ("get", "/recommend", {"params": {"user_id": "7", "k": "ten"}}, 422,
+     "k"),
+    ("get", "/recommend", {}, 422, "user_id"),
+    ("get", "/similar", {"params": {"movie_id": "nope"}}, 404,
+     "unknown movie id"),
+    ("get", "/similar", {"params": {"movie_id": "1", "k": 1000}}, 422, "k"),
+    ("get", "/users/424242/ratings", {}, 404, "unknown user id"),
+    ("get", "/users/7/ratings", {"params": {"limit": 0}}, 422, "limit"),
+    ("post", "/recommend", {"content": b"{not json",
+                            "headers": {"content-type": "application/json"}},
+     400, "malformed JSON"),
+    ("post", "/recommend", {"json": [1, 2]}, 422, "body"),
+    ("post", "/recommend", {"json": {"age": 30}}, 422, "missing"),
+    ("post", "/recommend", {"json": {"age": 30, "gender": "X",
+                                     "occupation": "writer", "zip": "94110"}},
+     422, "gender"),
+    ("post", "/recommend", {"json": {"age": 30, "gender": "F",
+                                     "occupation": "astronaut",
+                                     "zip": "94110"}}, 422, "occupation"),
+    ("post", "/recommend", {"json": {"age": 30, "gender": "F",
+                                     "occupation": "writer", "zip": "abc"}},
+     422, "zip"),
+    ("post", "/recommend", {"json": {"age": 500, "gender": "F",
+                                     "occupation": "writer",
+                                     "zip": "94110"}}, 422, "age"),
+    ("post", "/recommend", {"json": {"user_id": "7", "k": 0}}, 422, "k"),
+    ("post", "/recommend", {"json": {"user_id": "7", "extra": 1}}, 422,
+     "extra"),
+    ("post", "/recommend", {"json": {"user_id": "424242"}}, 404,
+     "unknown user id"),
+    ("post", "/recommend", {"json": {"user_id": "7", "age": 30,
+                                     "gender": "F", "occupation": "writer",
+                                     "zip": "94110"}}, 422, "not both"),
+    ("post", "/recommend", {"content": b"{" + b" " * 70_000 + b"}",
+                            "headers": {"content-type": "application/json"}},
+     413, "request body over 65536 bytes"),
+    ("get", "/nowhere", {}, 404, "Not Found"),
+])
+def test_bad_requests(client, method, path, kwargs, status, message):  # pylint: disable=redefined-outer-name
+  r = getattr(client, method)(path, **kwargs)
+  assert message in _err(r, status)
+
+
+def test_streamed_body_too_large(client):  # pylint: disable=redefined-outer-name
+  def chunks():
+    for _ in range(40):
+      yield b" " * 4096
+  r = client.post("/recommend", content=chunks(),
+                  headers={"content-type": "application/json"})
+  assert "65536" in _err(r, 413)
+  assert client.get("/health").status_code == 200  # still up
+
+
+def test_page_served(client):  # pylint: disable=redefined-outer-name
+  r = client.get("/")
+  assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+  assert "/static/app.js" in r.text and "http" not in r.text.replace(
+      'name="viewport"', "")
+  assert client.get("/static/app.js").status_code == 200
+  meta = client.get("/meta").json()
+  assert meta["example_user_ids"] and "writer" in meta["occupations"]
+
+
+def test_load_test(server):  # pylint: disable=redefined-outer-name
+  result = e2e.load_test(server["url"], ["1", "2", "7", "424242"],
+                         concurrency=4, total_requests=40, timeout_s=60)
+  assert result["errors"] == 10  # the unknown id: 404s
+  assert result["requests"] == 40 and result["rps"] > 0
+  assert 0 < result["p50_ms"] <= result["p99_ms"]
+
+
+def test_evaluate_two_stage(small_runs, fake_data):  # pylint: disable=redefined-outer-name
+  runs = small_runs["runs"]
+  m = e2e.evaluate_two_stage(
+      os.path.join(runs, "retrieval", "export", "retrieval"),
+      os.path.join(runs, "ranking", "export", "ranking"), fake_data,
+      max_users=20, log=lambda *a: None)
+  assert m["num_users"] == 20
+  for key in ("retrieval_ndcg_at_10", "retrieval_recall_at_10",
+              "two_stage_ndcg_at_10", "two_stage_recall_at_10"):
+    assert 0.0 <= m[key] <= 1.0
+  assert m["retrieval_recall_at_10"] <= m["candidate_recall"] + 1e-9
+  assert m["two_stage_recall_at_10"] <= m["candidate_recall"] + 1e-9

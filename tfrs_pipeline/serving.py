@@ -1,0 +1,283 @@
+"""HTTP service: FastAPI on uvicorn over `recommend.Recommender`.
+
+    GET  /recommend?user_id=42&k=10   known user
+    POST /recommend                   {"age", "gender", "occupation", "zip",
+                                       "k"} for a new user (or {"user_id"})
+    GET  /similar?movie_id=1&k=10     nearest movies (candidate embeddings)
+    GET  /users/{id}/ratings?limit=   the user's most recent ratings
+    GET  /health                      503 while loading, then 200 + info
+    GET  /meta                        allowed values and example user ids
+    GET  /                            web page (static/, no internet needed)
+    GET  /docs, /openapi.json         OpenAPI
+
+Models and tables load in a background thread started by the lifespan
+hook, so the port opens at once and `/health` says when it is ready.
+Errors are JSON `{"error": "..."}`: 400 (malformed JSON), 404 (unknown
+id), 413 (body over `max_body_bytes`), 422 (invalid values), 503 (not
+ready).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from typing import Callable, List, Optional
+
+import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
+
+import fastapi
+from fastapi import exceptions as fastapi_exceptions
+from fastapi import responses, staticfiles
+import pydantic
+from starlette import exceptions as starlette_exceptions
+
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                          "static")
+MAX_BODY_BYTES = 64 * 1024
+MAX_K = 100
+MAX_RATINGS = 500
+log = logging.getLogger("tfrs_pipeline.serving")
+
+
+class NewUser(pydantic.BaseModel):
+  """A recommendation request: a known `user_id`, or demographics."""
+  model_config = pydantic.ConfigDict(extra="forbid")
+  user_id: Optional[str] = pydantic.Field(
+      None, max_length=32, description="known MovieLens user id")
+  age: Optional[int] = pydantic.Field(
+      None, ge=1, le=120, description="age in years (bucketized: 30 -> 25)")
+  gender: Optional[str] = pydantic.Field(None, max_length=8,
+                                         description="M or F")
+  occupation: Optional[str] = pydantic.Field(
+      None, max_length=64, description="e.g. programmer (see /meta)")
+  zip: Optional[str] = pydantic.Field(None, max_length=10,
+                                      description="5-digit zip code")
+  k: int = pydantic.Field(10, ge=1, le=MAX_K)
+
+
+class _BodyTooLarge(starlette_exceptions.HTTPException):
+  def __init__(self, limit: int):
+    super().__init__(413, f"request body over {limit} bytes")
+
+
+class BodyLimit:
+  """ASGI middleware: 413 for bodies over `max_bytes` (declared or
+  streamed)."""
+
+  def __init__(self, app, max_bytes: int = MAX_BODY_BYTES):
+    self.app, self.max_bytes = app, max_bytes
+
+  async def __call__(self, scope, receive, send):
+    if scope["type"] != "http":
+      return await self.app(scope, receive, send)
+    for k, v in scope.get("headers", ()):
+      if k == b"content-length" and v.isdigit() and int(v) > self.max_bytes:
+        response = _error(413, f"request body over {self.max_bytes} bytes")
+        return await response(scope, receive, send)
+    seen = 0
+
+    async def limited():
+      nonlocal seen
+      message = await receive()
+      if message["type"] == "http.request":
+        seen += len(message.get("body", b""))
+        if seen > self.max_bytes:
+          raise _BodyTooLarge(self.max_bytes)
+      return message
+
+    return await self.app(scope, limited, send)
+
+
+def _error(code: int, message: str, **extra) -> responses.JSONResponse:
+  return responses.JSONResponse({"error": message, **extra},
+                                status_code=code)
+
+
+class State:
+  """What the loader thread fills in; `/health` reads it."""
+
+  def __init__(self):
+    self.recommender = None
+    self.error: Optional[str] = None
+    self.started = time.time()
+    self.ready_seconds: Optional[float] = None
+    self.stage = "starting"
+
+
+def create_app(load: Callable[[State], object],
+               max_body_bytes: int = MAX_BODY_BYTES) -> fastapi.FastAPI:
+  """The app. `load(state)` runs in a background thread at startup and
+  returns a `recommend.Recommender` (it may set `state.stage`)."""
+  state = State()
+
+  def loader():
+    try:
+      state.recommender = load(state)
+      state.ready_seconds = round(time.time() - state.started, 2)
+      state.stage = "ready"
+      log.warning("ready after %.1f s", state.ready_seconds)
+    except Exception as e:  # pylint: disable=broad-except
+      state.error = f"{type(e).__name__}: {e}"
+      state.stage = "failed"
+      log.exception("loading failed")
+
+  @contextlib.asynccontextmanager
+  async def lifespan(_):
+    threading.Thread(target=loader, name="model-loader", daemon=True).start()
+    yield
+
+  app = fastapi.FastAPI(
+      title="tfrs-pipeline recommender",
+      description="Two-stage movie recommendations (TFRS retrieval + "
+      "ranking) on MovieLens-1M with director and star.",
+      version=tfrs_pipeline.__version__, lifespan=lifespan)
+  app.state.recs = state
+  app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+
+  @app.exception_handler(starlette_exceptions.HTTPException)
+  async def _http_error(_, exc):
+    return _error(exc.status_code, str(exc.detail))
+
+  @app.exception_handler(fastapi_exceptions.RequestValidationError)
+  async def _validation_error(_, exc):
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+      return _error(400, "malformed JSON body")
+    parts = []
+    for e in errors:
+      where = ".".join(str(x) for x in e.get("loc", ())[1:]) or "body"
+      parts.append(f"{where}: {e.get('msg')}")
+    return _error(422, "; ".join(parts))
+
+  @app.exception_handler(Exception)
+  async def _internal(_, exc):
+    log.exception("internal error: %s", exc)
+    return _error(500, "internal error")
+
+  from tfrs_pipeline import recommend  # pylint: disable=g-import-not-at-top
+
+  @app.exception_handler(recommend.InvalidRequestError)
+  async def _invalid(_, exc):
+    status = 404 if isinstance(exc, (recommend.UnknownUserError,
+                                     recommend.UnknownMovieError)) else 422
+    return _error(status, str(exc))
+
+  def ready():
+    if state.recommender is None:
+      raise starlette_exceptions.HTTPException(
+          503, f"not ready ({state.stage})"
+          + (f": {state.error}" if state.error else ""))
+    return state.recommender
+
+  @app.get("/health", summary="Readiness: 503 until both models loaded")
+  def health():
+    if state.recommender is None:
+      return _error(503, "loading" if not state.error else "failed",
+                    status=state.stage, detail=state.error,
+                    uptime_s=round(time.time() - state.started, 1))
+    return {"status": "ok", "ready_seconds": state.ready_seconds,
+            "models": state.recommender.info()}
+
+  @app.get("/meta", summary="Allowed demographic values, example users")
+  def meta():
+    rec = ready()
+    users = sorted(rec.catalog.user_row, key=lambda u: (len(u), u))
+    examples = [u for u in users[:500]
+                if rec.catalog.num_ratings(u) >= 5][:6]
+    return {"genders": list(recommend.GENDERS),
+            "age_buckets": [1, 18, 25, 35, 45, 50, 56],
+            "occupations": sorted(recommend.occupations()),
+            "example_user_ids": examples, "max_k": MAX_K}
+
+  @app.get("/recommend", summary="Top-k movies for a known user")
+  def recommend_get(user_id: str = fastapi.Query(..., max_length=32),
+                    k: int = fastapi.Query(10, ge=1, le=MAX_K)):
+    rec = ready()
+    return {"user_id": user_id, "k": k,
+            "items": rec.recommend(user_id, k)}
+
+  @app.post("/recommend", summary="Top-k movies for a known or new user")
+  def recommend_post(body: NewUser):
+    rec = ready()
+    demo = (body.age, body.gender, body.occupation, body.zip)
+    if body.user_id and all(v is None for v in demo):
+      return {"user_id": body.user_id, "k": body.k,
+              "items": rec.recommend(body.user_id, body.k)}
+    if body.user_id and body.user_id in rec.catalog.user_row:
+      raise recommend.InvalidRequestError(
+          f"user {body.user_id!r} is known: send user_id or demographics, "
+          "not both")
+    inputs = recommend.demographic_inputs(*demo)
+    return {"user_id": None, "k": body.k, "cold_start": inputs,
+            "items": rec.recommend_new_user(*demo, k=body.k)}
+
+  @app.get("/similar", summary="Movies nearest to a movie")
+  def similar(movie_id: str = fastapi.Query(..., max_length=32),
+              k: int = fastapi.Query(10, ge=1, le=MAX_K)):
+    rec = ready()
+    return {"movie_id": movie_id, "k": k, "items": rec.similar(movie_id, k)}
+
+  @app.get("/users/{user_id}/ratings", summary="A user's recent ratings")
+  def ratings(user_id: str = fastapi.Path(..., max_length=32),
+              limit: int = fastapi.Query(20, ge=1, le=MAX_RATINGS)):
+    rec = ready()
+    user = rec.catalog.user(user_id)
+    if user is None:
+      raise recommend.UnknownUserError(f"unknown user id {user_id!r}")
+    return {"user": user, "num_ratings": rec.catalog.num_ratings(user_id),
+            "ratings": rec.catalog.recent_ratings(user_id, limit)}
+
+  @app.get("/", include_in_schema=False)
+  def index():
+    return responses.FileResponse(os.path.join(STATIC_DIR, "index.html"))
+
+  app.mount("/static", staticfiles.StaticFiles(directory=STATIC_DIR),
+            name="static")
+  return app
+
+
+def runs_loader(runs_dir: str, data_config, history: str = "train",
+                num_candidates: int = 200) -> Callable[[State], object]:
+  """A `create_app` loader: tables from the dataset, models from runs."""
+  def load(state: State):
+    from tfrs_pipeline import recommend  # pylint: disable=g-import-not-at-top
+    state.stage = "loading tables"
+    catalog = recommend.load_catalog(data_config, history, log=log.info)
+    state.stage = "loading models"
+    return recommend.Recommender.from_runs(runs_dir, catalog,
+                                           num_candidates=num_candidates)
+  return load
+
+
+def main(argv) -> None:
+  del argv
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  import uvicorn  # pylint: disable=g-import-not-at-top
+  from tfrs_pipeline import flags as common  # pylint: disable=g-import-not-at-top
+  f = flags.FLAGS
+  logging.basicConfig(level=logging.INFO,
+                      format="%(asctime)s %(name)s %(message)s")
+  app = create_app(runs_loader(f.runs, common.data_config(), f.history,
+                               f.num_candidates), f.max_body_bytes)
+  uvicorn.run(app, host=f.host, port=f.port, log_level=f.log_level,
+              access_log=f.log_level == "debug")
+
+
+def _define_flags():
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from tfrs_pipeline import recommend  # noqa: F401  (runs, history, ...)  pylint: disable=g-import-not-at-top
+  for kind, name, default, doc in (
+      ("integer", "port", 8000, "HTTP port."),
+      ("string", "host", "127.0.0.1", "Interface to bind (0.0.0.0: all)."),
+      ("integer", "max_body_bytes", MAX_BODY_BYTES,
+       "Larger request bodies get 413."),
+      ("string", "log_level", "info", "uvicorn log level."),
+  ):
+    if name not in flags.FLAGS:
+      getattr(flags, f"DEFINE_{kind}")(name, default, doc)
+
+
+_define_flags()
