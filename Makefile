@@ -26,7 +26,7 @@ help:
 	@echo "make train-retrieval  train, evaluate, export retrieval -> $(RUNS)/retrieval"
 	@echo "make train-ranking    train, evaluate, export ranking -> $(RUNS)/ranking"
 	@echo "make tensorboard      TensorBoard over $(RUNS)"
-	@echo "make bench            benchmark report -> bench/out/report.{json,md}"
+	@echo "make bench            benchmark report -> bench/report.{json,md}"
 	@echo "make serve            HTTP service on PORT=$(PORT)"
 
 # Idempotent: reinstalls only when setup.cfg changed since the last install.
@@ -63,10 +63,10 @@ tensorboard: install
 	$(BIN)/tensorboard --logdir $(RUNS) --bind_all
 
 bench: install
-	$(CLI) bench $(RAW_FLAG) $(DATA_FLAG) --out_dir=bench/out
+	$(CLI) bench $(RAW_FLAG) $(DATA_FLAG) --out_dir=bench
 
 serve: install
 	$(CLI) serve $(RAW_FLAG) $(DATA_FLAG) --runs=$(RUNS) --port=$(PORT)
 
 clean:
-	rm -rf $(RUNS) reports bench/out .pytest_cache
+	rm -rf $(RUNS) reports bench/runs bench/serve_runs .pytest_cache
