@@ -42,7 +42,7 @@ flags.DEFINE_string("out_dir", "bench", "Where report.{json,md} go.")
 flags.DEFINE_list("sections", list(SECTIONS), "Sections to run.")
 flags.DEFINE_integer("synthetic_vectors", 1_000_000,
                      "index: size of the synthetic corpus.")
-flags.DEFINE_list("ease_l2", ["100", "250", "500", "1000", "2000"],
+flags.DEFINE_list("ease_l2", ["100", "250", "500", "1000", "3000", "10000"],
                   "retrieval: EASE lambdas to sweep.")
 flags.DEFINE_list("tutorial_epochs", ["5"],
                   "retrieval: epochs of the TFRS-tutorial two-tower (add 32 "

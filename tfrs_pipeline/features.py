@@ -70,6 +70,9 @@ class Feature:
     min_count: ids seen fewer times in train fall into the OOV bucket.
     num_oov: OOV buckets (hashed), so unknown ids still get embeddings.
     num_buckets: quantile buckets for `bucketized`.
+    vocabulary_from: name of another feature whose train vocabulary this
+      one reuses instead of counting its own tokens (e.g. `user_history`
+      shares the `movie_id` vocabulary), so ids mean the same thing.
   """
   name: str
   source: str
@@ -80,6 +83,7 @@ class Feature:
   min_count: int = 1
   num_oov: int = 1
   num_buckets: int = 0
+  vocabulary_from: Optional[str] = None
 
   @property
   def entity(self) -> str:
@@ -94,6 +98,13 @@ INPUTS: List[Input] = [
     Input("user_occupation_label", tf.string, USER, "",
           "occupation label as in TFDS movielens (e.g. 'programmer')"),
     Input("user_zip_code", tf.string, USER, "", "5-digit zip code"),
+    # Derived from the train ratings (`pipeline.add_user_history`), never
+    # from test ratings: a train example's own movie is left out of its
+    # history; the users table and test/serving queries hold all of the
+    # user's train movies (most recent `DataConfig.history_length`).
+    Input("user_history", tf.string, USER, "",
+          "the user's most recent rated movie ids, newest first, joined by "
+          "'|'"),
     Input("movie_id", tf.string, MOVIE, "", "MovieLens movie id"),
     Input("movie_title", tf.string, MOVIE, "", "title with year"),
     Input("movie_genres", tf.string, MOVIE, "",
@@ -119,6 +130,9 @@ FEATURES: List[Feature] = [
             min_count=2, num_oov=8),
     Feature("user_zip_prefix", "user_zip_code", "categorical", 8, _QCR,
             transform="zip_prefix"),
+    # The user's rated movies (retrieval query only), embeddings averaged.
+    Feature("user_history", "user_history", "multi_categorical", 64,
+            (QUERY,), vocabulary_from="movie_id"),
     # Context (time of the rating / request).
     Feature("hour_of_day", "timestamp", "categorical", 4, _QCR,
             transform="hour_of_day"),
@@ -231,8 +245,12 @@ class Vocabularies:
   def fit(cls, train: tf.data.Dataset,
           features: Sequence[Feature] = tuple(FEATURES)) -> "Vocabularies":
     """One pass over batched train inputs (dicts of raw inputs)."""
+    names = {f.name for f in features}
+    shared = {f.name: f.vocabulary_from for f in features
+              if f.vocabulary_from in names}
     counts = {f.name: collections.Counter() for f in features
-              if f.kind in ("categorical", "multi_categorical", "text")}
+              if f.kind in ("categorical", "multi_categorical", "text")
+              and f.name not in shared}
     numbers = {f.name: [] for f in features
                if f.kind in ("bucketized", "numeric")}
     by_name = {f.name: f for f in features}
@@ -249,6 +267,8 @@ class Vocabularies:
       vocab[name] = [k for k, n in sorted(c.items(), key=lambda kv: (-kv[1],
                                                                     kv[0]))
                      if n >= f.min_count and k != ""]
+    for name, source in shared.items():
+      vocab[name] = list(vocab[source])
     for name, chunks in numbers.items():
       x = np.concatenate(chunks).astype(np.float64)
       mean[name], variance[name] = float(x.mean()), float(x.var())

@@ -5,15 +5,23 @@
 signatures and the HTTP service take the same plain values). `Data`
 bundles what every trainer needs: train/test datasets, the movie and user
 tables, and vocabularies fit on the train split only.
+
+User history (`features` input `user_history`): every dataset carries the
+user's most recent `DataConfig.history_length` train movie ids, newest
+first, `|`-joined (`add_user_history`). A train example leaves its own
+movie out (the next most recent one takes its place), so the model cannot
+read the target from its input; test examples and the users table get all
+of the user's recent train movies. Test ratings never enter a history.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
+import pandas as pd
 
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import tensorflow as tf
@@ -61,6 +69,7 @@ class DataConfig:
   on_bad_line: str = "error"  # error | skip
   seed: int = 42
   shuffle_buffer: int = 100_000
+  history_length: int = 50  # user_history ids per user; 0: empty histories
 
 
 @dataclasses.dataclass
@@ -73,6 +82,9 @@ class Data:
   vocabularies: features.Vocabularies
   num_train: int
   num_test: int
+  # (user_id, movie_id, timestamp) of every train rating, strings as str.
+  train_ratings: Optional[pd.DataFrame] = None
+  history_length: int = 0
 
   def batches(self, ds: tf.data.Dataset, batch_size: int,
               shuffle_seed: Optional[int] = None, buffer: int = 100_000
@@ -100,6 +112,77 @@ class Data:
     return out
 
 
+def ratings_frame(ds: tf.data.Dataset,
+                  columns=("user_id", "movie_id", "timestamp")
+                  ) -> pd.DataFrame:
+  """Columns of an unbatched dataset of input dicts as a DataFrame."""
+  chunks: Dict[str, list] = {c: [] for c in columns}
+  for batch in ds.map(lambda x: {c: x[c] for c in columns}).batch(65_536):
+    for c in columns:
+      chunks[c].append(batch[c].numpy())
+  out = {}
+  for c in columns:
+    v = np.concatenate(chunks[c]) if chunks[c] else np.array([])
+    if v.dtype == object:
+      v = v.astype(str)
+    out[c] = v
+  return pd.DataFrame(out)
+
+
+def user_histories(train_ratings: pd.DataFrame, length: int
+                   ) -> Dict[str, List[str]]:
+  """user_id -> up to `length` train movie ids, newest first.
+
+  Ordered by timestamp (descending), ties by movie id, so it is
+  deterministic.
+  """
+  if length <= 0 or train_ratings.empty:
+    return {}
+  df = train_ratings.sort_values(["user_id", "timestamp", "movie_id"],
+                                 ascending=[True, False, False])
+  df = df[df.groupby("user_id").cumcount() < length]
+  return {u: list(m) for u, m in df.groupby("user_id").movie_id}
+
+
+def add_user_history(ds: tf.data.Dataset, histories: Dict[str, List[str]],
+                     length: int, exclude_target: bool = False
+                     ) -> tf.data.Dataset:
+  """Adds the `user_history` input to each element of `ds`.
+
+  Args:
+    ds: unbatched input dicts with `user_id` (and `movie_id` when
+      `exclude_target`).
+    histories: from `user_histories(train_ratings, length + 1)`.
+    length: ids kept per history.
+    exclude_target: drop the element's own `movie_id` from its history
+      (train examples), keeping `length` others.
+
+  Returns:
+    `ds` with `user_history`: `|`-joined ids, newest first ("" if none).
+  """
+  sep = features.GENRE_SEPARATOR
+  keys = list(histories)
+  table = tf.lookup.StaticHashTable(
+      tf.lookup.KeyValueTensorInitializer(
+          tf.constant(keys if keys else [""], tf.string),
+          tf.constant([sep.join(histories[k]) for k in keys] if keys
+                      else [""], tf.string)),
+      default_value="")
+
+  def add(batch):
+    tokens = tf.strings.split(table.lookup(batch["user_id"]), sep)
+    if exclude_target:
+      keep = tf.not_equal(tokens, tf.expand_dims(batch["movie_id"], 1))
+      tokens = tf.ragged.boolean_mask(tokens, keep)
+    tokens = tokens[:, :length]
+    batch = dict(batch)
+    batch["user_history"] = tf.strings.reduce_join(tokens, axis=1,
+                                                   separator=sep)
+    return batch
+
+  return ds.batch(4096).map(add).unbatch()
+
+
 def load_data(config: DataConfig, log=print) -> Data:
   """Loads (building if needed) the dataset and fits vocabularies on train."""
   kwargs = dict(data_dir=config.data_dir, raw_data=config.raw_data,
@@ -113,17 +196,29 @@ def load_data(config: DataConfig, log=print) -> Data:
         to_inputs, num_parallel_calls=tf.data.AUTOTUNE)
 
   train = split(config.split, "train")
+  test = split(config.split, "test")
+  users = split("users", "train")
+  train_ratings = ratings_frame(train)
+  if "user_history" in features.INPUT_BY_NAME:
+    length = max(int(config.history_length), 0)
+    log(f"[data] user histories: most recent {length} train movies")
+    histories = user_histories(train_ratings, length + 1)
+    train = add_user_history(train, histories, length, exclude_target=True)
+    test = add_user_history(test, histories, length)
+    users = add_user_history(users, histories, length)
   log("[data] fitting vocabularies on the train split ...")
   vocabularies = features.Vocabularies.fit(
       train.batch(16_384).prefetch(tf.data.AUTOTUNE))
   return Data(
       train=train,
-      test=split(config.split, "test"),
+      test=test,
       movies=split("movies", "train"),
-      users=split("users", "train"),
+      users=users,
       vocabularies=vocabularies,
       num_train=b.info.splits["train"].num_examples,
       num_test=b.info.splits["test"].num_examples,
+      train_ratings=train_ratings,
+      history_length=max(int(config.history_length), 0),
   )
 
 
