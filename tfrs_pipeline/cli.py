@@ -6,9 +6,10 @@
     tfrs-pipeline bench
     tfrs-pipeline recommend | similar | serve
 
-Each command lives in a module that defines its absl flags on import and a
-`main(argv)`; only the chosen module is imported, so `--help` shows just
-its flags. Expected errors (bad input lines, missing data) print one clear
+Each command lives in a module with a `main(argv)` that defines its absl
+flags on import, or in a `define_flags()` that is called only when that
+command runs (so library users such as the bench can import several
+trainers without flag clashes); `--help` shows just the command's flags. Expected errors (bad input lines, missing data) print one clear
 line and exit with status 2 instead of a traceback.
 """
 
@@ -52,7 +53,12 @@ def run(argv=None) -> None:
   from data import raw  # pylint: disable=g-import-not-at-top
   module = importlib.import_module(module_name)
   main = getattr(module, fn_name)
+  if hasattr(module, "define_flags"):
+    module.define_flags()
   rest = argv[1 + len(key):]
+  if any(a in ("--help", "-h", "-?") for a in rest):
+    _print_help(key, module)
+    return
 
   def guarded(args):
     try:
@@ -62,6 +68,20 @@ def run(argv=None) -> None:
       sys.exit(2)
 
   app.run(guarded, argv=[f"tfrs-pipeline {' '.join(key)}"] + rest)
+
+
+def _print_help(key, module) -> None:
+  """The command's own flags and the shared data flags (absl's `--help`
+  would list only the console script's)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  print(f"usage: tfrs-pipeline {' '.join(key)} [--flags]\n")
+  doc = (module.__doc__ or "").strip()
+  if doc:
+    print(doc + "\n")
+  for name in (module.__name__, "tfrs_pipeline.flags"):
+    text = flags.FLAGS.module_help(name)
+    if text:
+      print(text + "\n")
 
 
 class UsageError(ValueError):

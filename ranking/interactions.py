@@ -1,0 +1,137 @@
+"""Model introspection plots: DCN-v2 feature interactions, MMoE gates.
+
+Feature-interaction importance (Wang et al., DCN V2, Sec. 6): the learned
+cross weight matrix W [D, D] (for low rank: U @ V) of the first cross layer
+is split into blocks by feature (`FeatureEncoder.slices`); block (i, j)
+holds the weights with which feature j's columns enter feature i's
+columns, and its Frobenius norm ||W_ij||_F is the strength of the i x j
+interaction. The result is an [F, F] matrix, drawn as a labeled heatmap.
+
+Gate utilization (MMoE): the mean softmax gate weight per expert for each
+task over the test ratings, [tasks, experts], drawn as grouped bars.
+
+Both PNGs are written into the run directory and logged to TensorBoard as
+images.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
+import tensorflow as tf
+
+import matplotlib
+
+matplotlib.use("Agg")
+from matplotlib import pyplot as plt  # noqa: E402
+
+HEATMAP_FILE = "interactions.png"
+GATES_FILE = "gates.png"
+
+
+def interaction_matrix(weight: np.ndarray, slices: Mapping[str, slice]
+                       ) -> Tuple[List[str], np.ndarray]:
+  """Block Frobenius norms of a cross weight matrix.
+
+  Args:
+    weight: [D, D] cross weight matrix W (rows: output columns).
+    slices: {feature: slice of its columns}, in feature order.
+
+  Returns:
+    (feature names [F], matrix [F, F] with entry (i, j) = ||W[i, j]||_F).
+  """
+  names = list(slices)
+  out = np.zeros((len(names), len(names)), np.float64)
+  for i, a in enumerate(names):
+    for j, b in enumerate(names):
+      out[i, j] = np.linalg.norm(weight[slices[a], slices[b]])
+  return names, out
+
+
+def model_interactions(model, layer: int = 0
+                       ) -> Optional[Tuple[List[str], np.ndarray]]:
+  """`interaction_matrix` of a DCN / MMoE model's cross layer `layer`;
+  None when the model has no cross layer."""
+  weights = model.cross_network.weight_matrices()
+  if not weights:
+    return None
+  return interaction_matrix(weights[layer], model.inputs_layer.slices)
+
+
+def plot_heatmap(names: Sequence[str], matrix: np.ndarray, path: str,
+                 title: str = "DCN-v2 feature interactions "
+                 "(||W_ij||_F, first cross layer)") -> str:
+  """Labeled heatmap PNG of an [F, F] interaction matrix."""
+  n = len(names)
+  fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * n + 2), max(5.0, 0.5 * n
+                                                                  + 1.5)))
+  im = ax.imshow(matrix, cmap="viridis")
+  ax.set_xticks(range(n))
+  ax.set_yticks(range(n))
+  ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
+  ax.set_yticklabels(names, fontsize=8)
+  ax.set_xlabel("input feature j")
+  ax.set_ylabel("output feature i")
+  ax.set_title(title, fontsize=10)
+  fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def plot_gates(utilization: Mapping[str, Sequence[float]], path: str) -> str:
+  """Grouped bar chart PNG: mean gate weight per expert, one bar per task."""
+  tasks = list(utilization)
+  k = len(next(iter(utilization.values())))
+  fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * k + 2), 4.0))
+  width = 0.8 / max(len(tasks), 1)
+  for t, task in enumerate(tasks):
+    ax.bar(np.arange(k) + (t - (len(tasks) - 1) / 2) * width,
+           utilization[task], width, label=task)
+  ax.set_xticks(range(k))
+  ax.set_xticklabels([f"expert {i}" for i in range(k)])
+  ax.set_ylabel("mean gate weight")
+  ax.set_title("MMoE gate utilization per task (test ratings)")
+  ax.axhline(1.0 / k, color="gray", lw=0.8, ls="--")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def log_image(png_path: str, logdir: str, name: str, step: int = 0) -> None:
+  """Logs a PNG file to TensorBoard (images tab)."""
+  with open(png_path, "rb") as f:
+    image = tf.image.decode_png(f.read(), channels=4)
+  with tf.summary.create_file_writer(os.path.join(logdir, "images")
+                                     ).as_default():
+    tf.summary.image(name, image[tf.newaxis], step=step)
+
+
+def write_all(model, config, prepared, run, metrics: Dict, log=print
+              ) -> Dict[str, str]:
+  """Heatmap (if the model has cross layers) and gate plot (MMoE) into the
+  run directory and TensorBoard; records the matrices in `metrics`."""
+  del config, prepared
+  written = {}
+  found = model_interactions(model)
+  if found is not None:
+    names, matrix = found
+    path = plot_heatmap(names, matrix, run.file(HEATMAP_FILE))
+    log_image(path, run.logs, "feature_interactions")
+    metrics["interactions"] = {"features": names,
+                               "matrix": matrix.round(5).tolist()}
+    written["interactions"] = path
+    log(f"[ranking] wrote {path}")
+  if "gate_utilization" in metrics:
+    path = plot_gates(metrics["gate_utilization"], run.file(GATES_FILE))
+    log_image(path, run.logs, "gate_utilization")
+    written["gates"] = path
+    log(f"[ranking] wrote {path}")
+  return written

@@ -1,0 +1,124 @@
+"""The exported ranking SavedModel: (user id, movie id) -> rating and score.
+
+`export_model(...)` writes RUN/export/ranking/ atomically
+(`export.save_atomic`). Loading needs only TensorFlow:
+
+```python
+import tensorflow as tf
+m = tf.saved_model.load("runs/ranking/export/ranking")
+out = m.signatures["serving_default"](user_id=tf.constant(["42", "42"]),
+                                      movie_id=tf.constant(["1", "2"]))
+out["rating"]  # float32 [B], predicted rating in [1, 5]
+out["score"]   # float32 [B], sort candidates by this (higher = better)
+```
+
+Signatures:
+
+* `serving_default`: {user_id: string [B], movie_id: string [B]} ->
+  {rating: float32 [B], score: float32 [B]}, plus for MMoE
+  {engagement: P(user rates the movie) WITHOUT the selection-bias tower,
+  liked: P(rating >= 4), rating}. User and movie inputs are looked up
+  inside the model (`export.EntityTable`); unknown ids get each input's
+  default (OOV embeddings) and still get predictions. The time context
+  (`timestamp`) is the latest timestamp of the train data, stored in the
+  model: "now" as of training.
+* `serve_features`: every ranking input explicit (names and dtypes of
+  `features.inputs_for(RANKING)` plus the inputs of
+  `RankingConfig.extra_features`, e.g. `user_history`, each [B];
+  timestamp int64 unix seconds) -> the same outputs. The user-id
+  signature looks `user_history` up in the users table (all of the
+  user's train movies, most recent first).
+
+`score`: DCN: the predicted rating. MMoE: P(engage) * E[rating] by default
+(`RankingConfig.score="engage_x_rating"`: the expected rating mass of
+showing the movie: a likely-watched, well-rated movie first), or the
+rating (`score="rating"`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, Mapping
+
+import numpy as np
+
+import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
+import tensorflow as tf
+
+from tfrs_pipeline import export, features
+
+EXPORT_NAME = "ranking"
+OUTPUTS_DCN = ("rating", "score")
+OUTPUTS_MMOE = ("rating", "score", "engagement", "liked")
+
+
+class RankingServer(tf.Module):
+  """Ranking model + user and movie lookups.
+
+  Args:
+    model: trained `ranking.model.DCN` or `MMoE` (call: inputs -> dict).
+    users: users table columns (`pipeline.Data.table("users")`).
+    movies: movies table columns (`pipeline.Data.table("movies")`).
+    default_timestamp: time context of the id signature.
+  """
+
+  def __init__(self, model: tf.keras.Model, users: Mapping[str, np.ndarray],
+               movies: Mapping[str, np.ndarray], default_timestamp: int):
+    super().__init__(name="ranking_server")
+    self.model = model
+    # `features.inputs_for(RANKING)` plus the inputs of the config's
+    # `extra_features` (e.g. user_history), as the model reads them.
+    self.ranking_inputs = list(model.inputs_layer.input_specs)
+    self.outputs = (OUTPUTS_MMOE if type(model).__name__ == "MMoE"
+                    else OUTPUTS_DCN)
+    by_entity = {features.USER: ("user_id", users),
+                 features.MOVIE: ("movie_id", movies)}
+    self.tables = {}
+    for entity, (key, columns) in by_entity.items():
+      inputs = [i for i in self.ranking_inputs
+                if i.entity == entity and i.name in columns]
+      self.tables[entity] = export.EntityTable(key, columns, inputs)
+    self.user_table = self.tables[features.USER]
+    self.movie_table = self.tables[features.MOVIE]
+    self.default_timestamp = tf.Variable(
+        int(default_timestamp), dtype=tf.int64, trainable=False,
+        name="default_timestamp")
+    self.serve_features = tf.function(
+        self._serve_features,
+        input_signature=[export.input_specs(self.ranking_inputs)])
+    self.serving_default = tf.function(
+        self._serve_ids,
+        input_signature=[tf.TensorSpec([None], tf.string, name="user_id"),
+                         tf.TensorSpec([None], tf.string, name="movie_id")])
+
+  def _predict(self, inputs) -> Dict[str, tf.Tensor]:
+    out = self.model(dict(inputs), training=False)
+    return {k: tf.cast(out[k], tf.float32) for k in self.outputs}
+
+  def _serve_features(self, inputs):
+    return self._predict(inputs)
+
+  def _serve_ids(self, user_id, movie_id):
+    inputs = {**self.user_table(user_id), **self.movie_table(movie_id)}
+    batch = tf.shape(user_id)[0]
+    for spec in self.ranking_inputs:
+      if spec.name in inputs:
+        continue
+      if spec.name == "timestamp":
+        inputs[spec.name] = tf.fill([batch], self.default_timestamp)
+      else:  # an input the tables lack: its default
+        inputs[spec.name] = tf.fill([batch], tf.constant(spec.default,
+                                                         spec.dtype))
+    return self._predict({s.name: inputs[s.name]
+                          for s in self.ranking_inputs})
+
+
+def export_model(model: tf.keras.Model, users: Mapping[str, np.ndarray],
+                 movies: Mapping[str, np.ndarray], default_timestamp: int,
+                 export_dir: str, log=print) -> str:
+  """Writes EXPORT_DIR/ranking (SavedModel, atomically); returns its path."""
+  server = RankingServer(model, users, movies, default_timestamp)
+  return export.save_atomic(
+      server, os.path.join(export_dir, EXPORT_NAME),
+      signatures={"serving_default": server.serving_default,
+                  "serve_features": server.serve_features}, log=log)

@@ -1,0 +1,437 @@
+"""Trains, evaluates and exports the ranking stage.
+
+    tfrs-pipeline train ranking --model dcn|mmoe --run_dir runs/ranking
+
+writes into RUN:
+
+    RUN/config.json          RankingConfig + DataConfig
+    RUN/vocabularies.json    vocabularies fit on the train split
+    RUN/metrics.json         test metrics (see `evaluate.evaluate`)
+    RUN/logs/                TensorBoard: per-epoch losses/metrics, hparams,
+                             feature-interaction heatmap (and MMoE gates)
+    RUN/checkpoints/         best weights so far (Keras TF checkpoint)
+    RUN/interactions.png     DCN-v2 cross-weight heatmap
+    RUN/gates.png            MMoE gate utilization (mmoe only)
+    RUN/export/ranking/      SavedModel (`serving_model`)
+
+Public API: `train_and_evaluate(config, data_config, run_dir, log)` and
+`main(argv)`.
+
+Data: the train split is read once into memory (numpy columns); a seeded
+`validation_fraction` of it is held out for early stopping (never the
+test split). MMoE adds sampled negatives (`sample_negatives`).
+
+Stopping: early stopping on the validation RMSE (`patience`), at most
+`epochs`, and a fit-time budget `max_train_seconds` (default 420 s, so a
+default run with data loading stays under 10 minutes on 2 cores): training
+stops when one more epoch would exceed it; the best validation weights are
+restored in every case.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+
+import numpy as np
+
+import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
+import tensorflow as tf
+
+from ranking import evaluate, interactions, serving_model
+from ranking.model import RATED, RankingConfig, build_model, ranking_inputs
+from tfrs_pipeline import features, pipeline, runs
+
+__all__ = ["RankingConfig", "Prepared", "train_and_evaluate", "main",
+           "sample_negatives", "prepare", "fit"]
+
+Columns = Dict[str, np.ndarray]
+
+
+def to_numpy(ds: tf.data.Dataset, batch_size: int = 16_384) -> Columns:
+  """Unbatched dataset of dicts -> numpy columns (strings stay bytes)."""
+  chunks: Dict[str, list] = {}
+  for batch in ds.batch(batch_size).prefetch(2):
+    for k, v in batch.items():
+      chunks.setdefault(k, []).append(v.numpy())
+  return {k: np.concatenate(v) for k, v in chunks.items()}
+
+
+def take(columns: Columns, index: np.ndarray) -> Columns:
+  return {k: v[index] for k, v in columns.items()}
+
+
+def _str(x: np.ndarray) -> np.ndarray:
+  return np.asarray([v.decode() if isinstance(v, bytes) else str(v)
+                     for v in x], dtype=object)
+
+
+# --------------------------------------------------------------------------
+# Negative sampling (engagement task).
+
+
+def sample_negatives(user_ids: np.ndarray, movie_ids: np.ndarray,
+                     catalog: np.ndarray, num_negatives: int, seed: int,
+                     weights: Optional[np.ndarray] = None,
+                     exclude_users: Optional[np.ndarray] = None,
+                     exclude_movies: Optional[np.ndarray] = None,
+                     max_rounds: int = 50):
+  """Samples unrated movies for the engagement task.
+
+  For every (user, movie) rating i, draws `num_negatives` movies from
+  `catalog` (uniformly, or with probability proportional to `weights`),
+  rejecting any movie the user rated (in the given ratings or in the
+  optional `exclude_*` pairs) and redrawing, seeded by `seed`.
+
+  Args:
+    user_ids, movie_ids: [N] the ratings (ids as str or bytes).
+    catalog: [M] candidate movie ids.
+    num_negatives: negatives per rating.
+    seed: NumPy seed; the same inputs and seed give the same negatives.
+    weights: optional [M] sampling weights (e.g. train count ** 0.75).
+    exclude_users, exclude_movies: more rated pairs to reject (e.g. test
+      ratings when sampling evaluation negatives).
+
+  Returns:
+    (rows [N * n] int64 index of the rating each negative comes from,
+     movies [N * n] int64 index into `catalog`). Negatives of a user who
+     rated every catalog movie are dropped.
+  """
+  rng = np.random.default_rng(seed)
+  catalog = _str(catalog)
+  movie_index = {m: i for i, m in enumerate(catalog)}
+  m = len(catalog)
+  users = _str(user_ids)
+  all_users = users
+  all_movies = _str(movie_ids)
+  if exclude_users is not None:
+    all_users = np.concatenate([users, _str(exclude_users)])
+    all_movies = np.concatenate([all_movies, _str(exclude_movies)])
+  user_codes, inverse = np.unique(all_users, return_inverse=True)
+  del user_codes
+  mi = np.asarray([movie_index.get(x, -1) for x in all_movies], np.int64)
+  keys = np.unique(inverse[mi >= 0].astype(np.int64) * m + mi[mi >= 0])
+  user_code = inverse[:len(users)].astype(np.int64)
+  rows = np.repeat(np.arange(len(users), dtype=np.int64), num_negatives)
+  p = None
+  if weights is not None:
+    p = np.asarray(weights, np.float64)
+    p = p / p.sum()
+  movies = rng.choice(m, size=len(rows), p=p)
+  todo = np.arange(len(rows))
+  for _ in range(max_rounds):
+    bad = np.isin(user_code[rows[todo]] * m + movies[todo], keys)
+    todo = todo[bad]
+    if not len(todo):
+      break
+    movies[todo] = rng.choice(m, size=len(todo), p=p)
+  if len(todo):  # users who rated (nearly) everything
+    bad = np.isin(user_code[rows[todo]] * m + movies[todo], keys)
+    keep = np.ones(len(rows), bool)
+    keep[todo[bad]] = False
+    rows, movies = rows[keep], movies[keep]
+  return rows, movies.astype(np.int64)
+
+
+def negative_examples(ratings: Columns, rows: np.ndarray,
+                      movie_index: np.ndarray, movies: Columns) -> Columns:
+  """Negative rows: the rating's user and time, the sampled movie's
+  features, `user_rating` 0 and `rated` 0."""
+  out = {}
+  for name, col in ratings.items():
+    spec = features.INPUT_BY_NAME.get(name)
+    if spec is not None and spec.entity == features.MOVIE:
+      if name in movies:
+        values = movies[name][movie_index]
+        out[name] = values.astype(col.dtype) if col.dtype != object else (
+            np.asarray([v.encode() if isinstance(v, str) else v
+                        for v in values], dtype=object))
+      else:
+        out[name] = np.full(len(rows), spec.default, col.dtype)
+    else:
+      out[name] = col[rows]
+  out[features.LABEL] = np.zeros(len(rows), np.float32)
+  out[RATED] = np.zeros(len(rows), np.float32)
+  return out
+
+
+def concat(a: Columns, b: Columns) -> Columns:
+  return {k: np.concatenate([a[k], b[k]]) for k in a}
+
+
+# --------------------------------------------------------------------------
+# Data preparation.
+
+
+@dataclasses.dataclass
+class Prepared:
+  """In-memory data of one run (numpy columns of raw inputs + labels)."""
+  train: Columns
+  validation: Columns
+  test: Columns
+  movies: Dict[str, np.ndarray]  # `Data.table("movies")`
+  users: Dict[str, np.ndarray]   # `Data.table("users")`
+  vocabularies: features.Vocabularies
+  global_mean: float
+  user_counts: Dict[str, int]
+  movie_counts: Dict[str, int]
+  latest_timestamp: int
+
+
+def prepare(data: pipeline.Data, config: RankingConfig, log=print
+            ) -> Prepared:
+  """Reads the splits into memory and carves the validation split."""
+  keep = [i.name for i in ranking_inputs(config)]
+  keep += [features.LABEL]
+  log("[ranking] reading train/test into memory ...")
+  source = data.train
+  if config.max_train_examples:  # the first N (TFDS files are shuffled)
+    source = source.take(config.max_train_examples)
+  train = {k: v for k, v in to_numpy(source).items() if k in keep}
+  test = {k: v for k, v in to_numpy(data.test).items() if k in keep}
+  rng = np.random.default_rng(config.seed)
+  order = rng.permutation(len(train[features.LABEL]))
+  num_val = int(round(len(order) * config.validation_fraction))
+  validation, train_part = take(train, order[:num_val]), take(train,
+                                                              order[num_val:])
+  uids, ucounts = np.unique(_str(train_part["user_id"]), return_counts=True)
+  mids, mcounts = np.unique(_str(train_part["movie_id"]), return_counts=True)
+  return Prepared(
+      train=train_part, validation=validation, test=test,
+      movies=data.table("movies"), users=data.table("users"),
+      vocabularies=data.vocabularies,
+      global_mean=float(np.mean(train_part[features.LABEL])),
+      user_counts=dict(zip(uids.tolist(), ucounts.tolist())),
+      movie_counts=dict(zip(mids.tolist(), mcounts.tolist())),
+      latest_timestamp=int(np.max(train["timestamp"]))
+      if "timestamp" in train else 0)
+
+
+def with_negatives(ratings: Columns, prepared: Prepared,
+                   config: RankingConfig, seed: int,
+                   exclude: Optional[Columns] = None) -> Columns:
+  """Ratings (`rated` = 1) plus `num_negatives` sampled negatives each."""
+  catalog = prepared.movies["movie_id"]
+  weights = None
+  if config.negative_sampling == "popularity":
+    weights = np.asarray([prepared.movie_counts.get(str(m), 0) for m in
+                          catalog], np.float64) ** 0.75 + 1e-3
+  rows, movie_index = sample_negatives(
+      ratings["user_id"], ratings["movie_id"], catalog,
+      config.num_negatives, seed, weights,
+      None if exclude is None else exclude["user_id"],
+      None if exclude is None else exclude["movie_id"])
+  positives = dict(ratings)
+  positives[RATED] = np.ones(len(ratings[features.LABEL]), np.float32)
+  return concat(positives, negative_examples(ratings, rows, movie_index,
+                                             prepared.movies))
+
+
+def dataset(columns: Columns, batch_size: int,
+            seed: Optional[int] = None) -> tf.data.Dataset:
+  ds = tf.data.Dataset.from_tensor_slices(dict(columns))
+  if seed is not None:
+    ds = ds.shuffle(len(next(iter(columns.values()))), seed=seed,
+                    reshuffle_each_iteration=True)
+  return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+# --------------------------------------------------------------------------
+# Training.
+
+
+class _Progress(tf.keras.callbacks.Callback):
+  """One line per epoch through `log`."""
+
+  def __init__(self, log, timer_start):
+    super().__init__()
+    self._log, self._start = log, timer_start
+
+  def on_epoch_end(self, epoch, logs=None):
+    import time  # pylint: disable=g-import-not-at-top
+    shown = {k: v for k, v in (logs or {}).items()
+             if "rmse" in k or "auc" in k or k in ("loss", "val_loss")}
+    text = " ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items()))
+    self._log(f"[ranking] epoch {epoch + 1}: {text} "
+              f"({time.perf_counter() - self._start:.0f}s)")
+
+
+class _TimeBudget(tf.keras.callbacks.Callback):
+  """Stops after the epoch when another epoch (at the mean epoch time so
+  far) would end past `seconds`; EarlyStopping then restores the best
+  weights. Keeps default runs inside the time budget on slow machines."""
+
+  def __init__(self, seconds: float, log):
+    super().__init__()
+    self._seconds, self._log = seconds, log
+
+  def on_train_begin(self, logs=None):
+    import time  # pylint: disable=g-import-not-at-top
+    self._start = time.perf_counter()
+
+  def on_epoch_end(self, epoch, logs=None):
+    import time  # pylint: disable=g-import-not-at-top
+    elapsed = time.perf_counter() - self._start
+    if elapsed * (epoch + 2) / (epoch + 1) > self._seconds:
+      self._log(f"[ranking] time budget ({self._seconds:.0f}s): stopping "
+                f"after epoch {epoch + 1}")
+      self.model.stop_training = True
+
+
+def monitor_metric(config: RankingConfig) -> str:
+  return "val_rmse" if config.model == "dcn" else "val_rating_rmse"
+
+
+def fit(config: RankingConfig, prepared: Prepared, run: runs.RunDir,
+        log=print, verbose: int = 0) -> tf.keras.Model:
+  """Builds and trains the model with early stopping; returns it with the
+  best validation weights restored."""
+  import time  # pylint: disable=g-import-not-at-top
+  runs.set_seeds(config.seed)
+  model = build_model(config, prepared.vocabularies, prepared.global_mean,
+                      prepared.user_counts, prepared.movie_counts)
+  train, validation = prepared.train, prepared.validation
+  if config.model == "mmoe":
+    train = with_negatives(train, prepared, config, config.seed)
+    validation = with_negatives(validation, prepared, config,
+                                config.seed + 1, exclude=prepared.train)
+  log(f"[ranking] {config.model}: {len(train[features.LABEL])} train / "
+      f"{len(validation[features.LABEL])} validation examples")
+  model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate))
+  callbacks = [
+      tf.keras.callbacks.EarlyStopping(
+          monitor=monitor_metric(config), mode="min",
+          patience=config.patience, restore_best_weights=True),
+      tf.keras.callbacks.TensorBoard(run.logs, histogram_freq=0,
+                                     write_graph=False, profile_batch=0),
+      tf.keras.callbacks.ModelCheckpoint(
+          os.path.join(run.checkpoints, "best"), monitor=monitor_metric(
+              config), mode="min", save_best_only=True,
+          save_weights_only=True),
+      _Progress(log, time.perf_counter()),
+  ]
+  if config.max_train_seconds:
+    callbacks.append(_TimeBudget(config.max_train_seconds, log))
+  model.fit(dataset(train, config.batch_size, config.seed),
+            validation_data=dataset(validation, 8192),
+            epochs=config.epochs, callbacks=callbacks, verbose=verbose)
+  return model
+
+
+def log_hparams(config: RankingConfig, metrics: Mapping[str, Any],
+                logdir: str) -> None:
+  """TensorBoard HParams: the config and the headline test metrics."""
+  from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
+  values = {}
+  for k, v in dataclasses.asdict(config).items():
+    values[k] = v if isinstance(v, (bool, int, float, str)) else str(v)
+  with tf.summary.create_file_writer(os.path.join(logdir, "hparams")
+                                     ).as_default():
+    hp.hparams(values)
+    for k, v in metrics.items():
+      if isinstance(v, (int, float)) and np.isfinite(v):
+        tf.summary.scalar(f"test/{k}", float(v), step=0)
+
+
+def train_and_evaluate(config: RankingConfig,
+                       data_config: pipeline.DataConfig, run_dir: str,
+                       log: Callable[[str], None] = print) -> Dict[str, Any]:
+  """Trains, evaluates and exports a ranking model into `run_dir`.
+
+  Returns the metrics written to RUN/metrics.json: test `rmse`, `mae`
+  (and for MMoE per-task `rating_*`, `liked_*`, `engagement_*`, gate
+  utilization), `global_mean_rmse` of the same split, `train_seconds`
+  (fit only), `total_seconds`, `epochs`, `export_dir`.
+  """
+  with runs.Timer() as total:
+    run = runs.RunDir(run_dir)
+    run.write_config(ranking=config, data=data_config)
+    data = pipeline.load_data(data_config, log=log)
+    pipeline.save_vocabularies(data, run.path)
+    prepared = prepare(data, config, log)
+    metrics = train_prepared(config, prepared, run, log)
+  metrics["total_seconds"] = total.seconds
+  run.write_metrics(metrics)
+  return metrics
+
+
+def train_prepared(config: RankingConfig, prepared: Prepared,
+                   run: runs.RunDir, log=print,
+                   export: bool = True) -> Dict[str, Any]:
+  """`train_and_evaluate` after the data is in memory (benchmarks and
+  experiments reuse one `Prepared`)."""
+  with runs.Timer() as t:
+    model = fit(config, prepared, run, log)
+  epochs = len(model.history.epoch) if model.history else config.epochs
+  log(f"[ranking] trained {epochs} epochs in {t.seconds:.0f}s")
+  metrics = evaluate.evaluate(model, config, prepared, log=log)
+  metrics.update(model=config.model, train_seconds=t.seconds, epochs=epochs,
+                 num_train=len(prepared.train[features.LABEL]))
+  interactions.write_all(model, config, prepared, run, metrics, log=log)
+  log_hparams(config, metrics, run.logs)
+  if export:
+    path = serving_model.export_model(
+        model, prepared.users, prepared.movies, prepared.latest_timestamp,
+        run.export, log=log)
+    metrics["export_dir"] = path
+  run.write_metrics(metrics)
+  keys = [k for k in ("rmse", "mae", "liked_auc", "engagement_auc",
+                      "global_mean_rmse") if k in metrics]
+  log("[ranking] test: " + " ".join(f"{k}={metrics[k]:.4f}" for k in keys))
+  return metrics
+
+
+# --------------------------------------------------------------------------
+# Command line.
+
+
+def define_flags():
+  """absl flags of `tfrs-pipeline train ...` (called by the CLI)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from tfrs_pipeline import flags as common  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  d = RankingConfig()
+  flags.DEFINE_string("run_dir", "runs/ranking", "Run directory.")
+  for field in dataclasses.fields(RankingConfig):
+    name, default = field.name, getattr(d, field.name)
+    if name == "seed":
+      continue  # the common --seed
+    help_text = f"RankingConfig.{name} (see ranking/model.py)."
+    if name == "model":
+      flags.DEFINE_enum(name, default, ["dcn", "mmoe"],
+                        "Ranking model: dcn (DCN-v2) or mmoe (multitask).")
+    elif isinstance(default, tuple):
+      flags.DEFINE_list(name, [str(u) for u in default], help_text)
+    elif isinstance(default, bool):
+      flags.DEFINE_boolean(name, default, help_text)
+    elif isinstance(default, int):
+      flags.DEFINE_integer(name, default, help_text)
+    elif isinstance(default, float):
+      flags.DEFINE_float(name, default, help_text)
+    else:
+      flags.DEFINE_string(name, default, help_text)
+
+
+def config_from_flags() -> RankingConfig:
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  values = {}
+  for field in dataclasses.fields(RankingConfig):
+    if field.name == "seed":
+      values["seed"] = flags.FLAGS.seed
+    else:
+      values[field.name] = getattr(flags.FLAGS, field.name)
+  return RankingConfig(**values)
+
+
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from tfrs_pipeline import flags as common  # pylint: disable=g-import-not-at-top
+  from tfrs_pipeline import cli  # pylint: disable=g-import-not-at-top
+  try:
+    config = config_from_flags()
+  except ValueError as e:
+    raise cli.UsageError(str(e)) from e
+  train_and_evaluate(config, common.data_config(), flags.FLAGS.run_dir)
