@@ -112,21 +112,23 @@ class Data:
     return out
 
 
+def _frame(chunks, columns) -> pd.DataFrame:
+  out = {}
+  for c in columns:
+    v = (np.concatenate([chunk[c] for chunk in chunks]) if chunks
+         else np.array([]))
+    out[c] = v.astype(str) if v.dtype == object else v
+  return pd.DataFrame(out)
+
+
 def ratings_frame(ds: tf.data.Dataset,
                   columns=("user_id", "movie_id", "timestamp")
                   ) -> pd.DataFrame:
   """Columns of an unbatched dataset of input dicts as a DataFrame."""
-  chunks: Dict[str, list] = {c: [] for c in columns}
-  for batch in ds.map(lambda x: {c: x[c] for c in columns}).batch(65_536):
-    for c in columns:
-      chunks[c].append(batch[c].numpy())
-  out = {}
-  for c in columns:
-    v = np.concatenate(chunks[c]) if chunks[c] else np.array([])
-    if v.dtype == object:
-      v = v.astype(str)
-    out[c] = v
-  return pd.DataFrame(out)
+  chunks = [{c: v.numpy() for c, v in batch.items()}
+            for batch in ds.map(lambda x: {c: x[c] for c in columns}
+                                ).batch(65_536)]
+  return _frame(chunks, columns)
 
 
 def user_histories(train_ratings: pd.DataFrame, length: int
@@ -198,7 +200,18 @@ def load_data(config: DataConfig, log=print) -> Data:
   train = split(config.split, "train")
   test = split(config.split, "test")
   users = split("users", "train")
-  train_ratings = ratings_frame(train)
+  log("[data] fitting vocabularies on the train split ...")
+  # One pass: vocabularies and the (user, movie, timestamp) columns.
+  columns = ("user_id", "movie_id", "timestamp")
+  chunks = []
+
+  def batches():
+    for batch in train.batch(16_384).prefetch(tf.data.AUTOTUNE):
+      chunks.append({c: batch[c].numpy() for c in columns})
+      yield batch
+
+  vocabularies = features.Vocabularies.fit(batches())
+  train_ratings = _frame(chunks, columns)
   if "user_history" in features.INPUT_BY_NAME:
     length = max(int(config.history_length), 0)
     log(f"[data] user histories: most recent {length} train movies")
@@ -206,9 +219,6 @@ def load_data(config: DataConfig, log=print) -> Data:
     train = add_user_history(train, histories, length, exclude_target=True)
     test = add_user_history(test, histories, length)
     users = add_user_history(users, histories, length)
-  log("[data] fitting vocabularies on the train split ...")
-  vocabularies = features.Vocabularies.fit(
-      train.batch(16_384).prefetch(tf.data.AUTOTUNE))
   return Data(
       train=train,
       test=test,

@@ -1,0 +1,244 @@
+"""Two-tower retrieval model, built from the feature specification.
+
+* `Tower`: `features.FeatureEncoder` over the features of one model
+  (`features.features_for(QUERY)` or `(CANDIDATE)`) followed by dense
+  layers: dict of raw inputs -> embedding [B, D] (L2-normalized when
+  `normalize`). Adding a `Feature` line to the spec adds it to the tower.
+* `RetrievalModel`: `tfrs.models.Model` whose `compute_loss` is
+  `tfrs.tasks.Retrieval` (in-batch softmax) with the options of
+  `RetrievalConfig`: temperature, logQ correction of the in-batch
+  sampling bias (`candidate_sampling_probability` from the candidates'
+  train frequencies), removal of accidental hits, hard-negative mining,
+  and mixed negative sampling (`corpus_negatives` movies drawn uniformly
+  from the whole corpus each step as extra negatives; Yang et al., "Mixed
+  Negative Sampling", WWW 2020), which counters the popularity skew of
+  in-batch negatives.
+
+```python
+model = RetrievalModel(config, data.vocabularies, movie_frequencies)
+model.compile(tf.keras.optimizers.Adam(config.learning_rate))
+model.fit(data.batches(data.train, config.batch_size, seed), epochs=...)
+model.query_model(inputs)      # [B, D]
+model.candidate_model(inputs)  # [B, D]
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from tfrs_pipeline import features
+
+
+@dataclasses.dataclass
+class RetrievalConfig:
+  """Hyperparameters of the retrieval stage (flags of `train retrieval`).
+
+  The defaults are tuned on the real data (random split); see README.
+  """
+  embedding_dim: int = 64  # D, output of both towers
+  hidden_units: Tuple[int, ...] = (256,)  # dense layers before the output
+  normalize: bool = True  # L2-normalize both towers' outputs
+  temperature: float = 0.05  # softmax temperature (None/0: none)
+  logq_correction: bool = True  # subtract log(train frequency) of candidates
+  remove_accidental_hits: bool = True  # same movie as in-batch negative
+  num_hard_negatives: int = 0  # >0: keep only the hardest in-batch negatives
+  corpus_negatives: int = 0  # >0: + this many uniform movies as negatives
+  embedding_l2: float = 0.0  # L2 regularization of the embedding tables
+  dropout: float = 0.0  # dropout after each hidden layer
+  history_length: int = 50  # user_history ids (DataConfig.history_length)
+  batch_size: int = 2048
+  epochs: int = 6
+  learning_rate: float = 0.003  # Adam
+  eval_sample: int = 5000  # test ratings for the per-epoch top-k metrics
+  top_k: int = 100  # K of the exported index
+  seed: int = 42
+
+
+class Tower(tf.keras.Model):
+  """Raw inputs -> embedding [B, D] through the spec's features of a model.
+
+  Args:
+    feature_list: the features to encode (`features.features_for(...)`).
+    vocabularies: train vocabularies.
+    embedding_dim: D.
+    hidden_units: sizes of the ReLU layers between encoder and output.
+    normalize: L2-normalize the output.
+    embeddings_regularizer: applied to every embedding table.
+    dropout: rate after each hidden layer (training only).
+  """
+
+  def __init__(self, feature_list: Sequence[features.Feature],
+               vocabularies: features.Vocabularies, embedding_dim: int,
+               hidden_units: Sequence[int] = (), normalize: bool = True,
+               embeddings_regularizer=None, dropout: float = 0.0,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.encoder = features.FeatureEncoder(
+        feature_list, vocabularies, embeddings_regularizer, name="encoder")
+    self.dense_layers = []
+    for i, units in enumerate(hidden_units):
+      self.dense_layers.append(tf.keras.layers.Dense(
+          units, activation="relu", name=f"hidden_{i}"))
+      if dropout:
+        self.dense_layers.append(tf.keras.layers.Dropout(dropout))
+    self.output_layer = tf.keras.layers.Dense(embedding_dim, name="output")
+    self.normalize = normalize
+    self.embedding_dim = embedding_dim
+
+  def call(self, inputs: Mapping[str, tf.Tensor], training=False
+           ) -> tf.Tensor:
+    """Dict of raw inputs [B] -> embeddings [B, D]."""
+    x = self.encoder(inputs)
+    for layer in self.dense_layers:
+      x = layer(x, training=training)
+    x = self.output_layer(x)
+    if self.normalize:
+      x = tf.math.l2_normalize(x, axis=-1)
+    return x
+
+
+class SamplingProbability(tf.keras.layers.Layer):
+  """movie ids [B] -> train frequency [B] (share of train ratings).
+
+  Unknown ids get the smallest known frequency. Used for the logQ
+  correction of the in-batch softmax.
+  """
+
+  def __init__(self, frequencies: Mapping[str, float], **kwargs):
+    super().__init__(**kwargs)
+    keys = list(frequencies) or [""]
+    values = np.array([frequencies[k] for k in keys] if frequencies
+                      else [1.0], np.float32)
+    self._table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(keys, tf.string), tf.constant(values)),
+        default_value=float(values.min()))
+
+  def call(self, ids: tf.Tensor) -> tf.Tensor:
+    return self._table.lookup(ids)
+
+
+class RetrievalModel(tfrs.models.Model):
+  """Query tower, candidate tower and the in-batch softmax retrieval task.
+
+  Args:
+    config: hyperparameters.
+    vocabularies: train vocabularies.
+    candidate_frequencies: movie id -> share of train ratings (needed for
+      `config.logq_correction`).
+    corpus: the movies table (`pipeline.Data.table("movies")`), needed for
+      `config.corpus_negatives`.
+  """
+
+  def __init__(self, config: RetrievalConfig,
+               vocabularies: features.Vocabularies,
+               candidate_frequencies: Optional[Mapping[str, float]] = None,
+               corpus: Optional[Mapping[str, np.ndarray]] = None):
+    super().__init__()
+    self.config = config
+    regularizer = (tf.keras.regularizers.l2(config.embedding_l2)
+                   if config.embedding_l2 else None)
+    tower = dict(vocabularies=vocabularies,
+                 embedding_dim=config.embedding_dim,
+                 hidden_units=config.hidden_units,
+                 normalize=config.normalize,
+                 embeddings_regularizer=regularizer,
+                 dropout=config.dropout)
+    self.query_model = Tower(features.features_for(features.QUERY),
+                             name="query_tower", **tower)
+    self.candidate_model = Tower(features.features_for(features.CANDIDATE),
+                                 name="candidate_tower", **tower)
+    self.sampling_probability = None
+    if config.logq_correction:
+      if not candidate_frequencies:
+        raise ValueError("logq_correction needs candidate_frequencies")
+      self.sampling_probability = SamplingProbability(candidate_frequencies)
+    self._corpus = None
+    if config.corpus_negatives:
+      if corpus is None:
+        raise ValueError("corpus_negatives needs the corpus")
+      self._corpus = {}
+      for spec in features.inputs_for(features.CANDIDATE):
+        value = np.asarray(corpus[spec.name])
+        self._corpus[spec.name] = tf.constant(
+            value.astype(str) if spec.dtype == tf.string else value,
+            spec.dtype)
+      self._corpus_size = len(corpus["movie_id"])
+    self.task = tfrs.tasks.Retrieval(
+        temperature=config.temperature or None,
+        num_hard_negatives=config.num_hard_negatives or None,
+        remove_accidental_hits=config.remove_accidental_hits)
+
+  def compute_loss(self, inputs: Dict[str, tf.Tensor], training=False
+                   ) -> tf.Tensor:
+    """In-batch softmax loss of a batch of (user, movie) train examples."""
+    query = self.query_model(inputs, training=training)
+    movie_ids = inputs["movie_id"]
+    candidate = self.candidate_model(inputs, training=training)
+    # q: expected occurrences of each candidate among a step's negatives.
+    num_batch = tf.cast(tf.shape(movie_ids)[0], tf.float32)
+    uniform = 0.0
+    if self._corpus is not None and training:
+      extra = self._sample_corpus()
+      uniform = (float(self.config.corpus_negatives)
+                 / float(self._corpus_size))
+      candidate = tf.concat(
+          [candidate, self.candidate_model(extra, training=training)], 0)
+      movie_ids = tf.concat([movie_ids, extra["movie_id"]], 0)
+    probability = None
+    if self.sampling_probability is not None:
+      probability = (num_batch * self.sampling_probability(movie_ids)
+                     + uniform)
+    ids = None
+    if self.config.remove_accidental_hits:
+      # Integer ids compare much faster than strings in the [B, B] check.
+      ids = tf.strings.to_hash_bucket_fast(movie_ids, 1 << 62)
+    return self.task(
+        query, candidate, candidate_sampling_probability=probability,
+        candidate_ids=ids, compute_metrics=False)
+
+  def _sample_corpus(self) -> Dict[str, tf.Tensor]:
+    """`corpus_negatives` movies drawn uniformly (with replacement)."""
+    index = tf.random.uniform([self.config.corpus_negatives], 0,
+                              self._corpus_size, dtype=tf.int32)
+    return {k: tf.gather(v, index) for k, v in self._corpus.items()}
+
+
+def candidate_frequencies(movie_ids: np.ndarray) -> Dict[str, float]:
+  """movie id -> its share of the given train ratings' movie ids."""
+  ids, counts = np.unique(np.asarray(movie_ids).astype(str),
+                          return_counts=True)
+  total = max(int(counts.sum()), 1)
+  return {i: float(c) / total for i, c in zip(ids, counts)}
+
+
+def embed(tower: tf.keras.Model, columns: Mapping[str, np.ndarray],
+          batch_size: int = 4096) -> np.ndarray:
+  """Embeds a table of raw-input columns [N] in batches -> [N, D]."""
+  names = [i.name for i in features.INPUTS if i.name in columns]
+  n = len(columns[names[0]])
+
+  @tf.function
+  def run(batch):
+    return tower(batch)
+
+  out = []
+  for start in range(0, n, batch_size):
+    batch = {}
+    for name in names:
+      dtype = features.INPUT_BY_NAME[name].dtype
+      value = np.asarray(columns[name][start:start + batch_size])
+      batch[name] = tf.constant(value.astype(str) if dtype == tf.string
+                                else value, dtype)
+    out.append(run(batch).numpy())
+  if not out:
+    return np.zeros((0, tower.embedding_dim), np.float32)
+  return np.concatenate(out).astype(np.float32)

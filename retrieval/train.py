@@ -1,0 +1,274 @@
+"""`tfrs-pipeline train retrieval`: train, evaluate and export the two-tower.
+
+    tfrs-pipeline train retrieval --run_dir=runs/retrieval [--epochs=...]
+
+Public API (used by the bench and the service):
+
+* `RetrievalConfig` (from `retrieval.model`): hyperparameters, one flag
+  per field.
+* `train_and_evaluate(config, data_config, run_dir, log=print) -> dict`:
+  the metrics written to RUN/metrics.json (see `retrieval.evaluate`) plus
+  `training_seconds`, `epochs_trained`, `total_seconds` and `export`.
+* `main(argv)`: the command.
+
+What a run writes (`tfrs_pipeline.runs`):
+
+    RUN/config.json        {"retrieval": RetrievalConfig, "data": DataConfig}
+    RUN/vocabularies.json  train vocabularies
+    RUN/checkpoints/       tf.train.CheckpointManager: model, optimizer and
+                           epoch counter, saved after every epoch
+    RUN/logs/              TensorBoard: epoch loss and sampled test top-k
+                           accuracy per epoch, final metrics, hparams,
+                           movie embeddings in the projector
+                           (logs/projector, metadata title/genres/
+                           director/star)
+    RUN/metrics.json       evaluation
+    RUN/export/            SavedModel + candidates.npz (`serving_model`)
+
+Resuming: rerunning with the same RUN restores the latest checkpoint (and
+the saved vocabularies) and continues from the next epoch; a run that had
+finished all its epochs is only re-evaluated and re-exported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+
+import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
+import tensorflow as tf
+
+from retrieval import evaluate as evaluate_lib
+from retrieval import model as model_lib
+from retrieval import serving_model
+from retrieval.model import RetrievalConfig
+from tfrs_pipeline import features, metrics, pipeline, runs
+
+__all__ = ["RetrievalConfig", "train_and_evaluate", "main"]
+
+
+class _EpochEnd(tf.keras.callbacks.Callback):
+  """Per epoch: sampled test top-k accuracy (added to the logs, so the
+  TensorBoard callback after it records it), then a checkpoint."""
+
+  def __init__(self, data, model, sample, manager, epoch_var, log):
+    super().__init__()
+    self._data, self._model, self._sample = data, model, sample
+    self._manager, self._epoch, self._log = manager, epoch_var, log
+
+  def on_epoch_end(self, epoch, logs=None):
+    logs = logs if logs is not None else {}
+    if self._sample:
+      _, movie_emb = evaluate_lib.candidate_table(
+          self._data, self._model.candidate_model)
+      queries, _, targets = evaluate_lib.test_queries(
+          self._data, self._model.query_model, limit=self._sample)
+      movie_ids = self._data.table("movies")["movie_id"]
+      acc = evaluate_lib.top_k_accuracy(queries, targets, movie_ids,
+                                        movie_emb, ks=(10, 100))
+      for k, v in acc.items():
+        logs[f"sampled_test_{k}"] = v
+      self._log(f"[train] epoch {epoch + 1}: loss {logs.get('loss', 0):.1f}, "
+                + ", ".join(f"sampled test {k} {v:.4f}"
+                            for k, v in acc.items()))
+    self._epoch.assign(epoch + 1)
+    path = self._manager.save(checkpoint_number=epoch + 1)
+    self._log(f"[train] checkpoint {path}")
+
+
+def _write_projector(logdir: str, movies: Dict[str, np.ndarray],
+                     embeddings: np.ndarray) -> None:
+  """Movie embeddings for the TensorBoard embedding projector."""
+  from tensorboard.plugins import projector  # pylint: disable=g-import-not-at-top
+  path = os.path.join(logdir, "projector")
+  os.makedirs(path, exist_ok=True)
+
+  def clean(v):
+    return str(v).replace("\t", " ").replace("\n", " ") or "-"
+
+  with open(os.path.join(path, "metadata.tsv"), "w", encoding="utf-8") as f:
+    f.write("title\tgenres\tdirector\tstar\n")
+    for i in range(len(embeddings)):
+      f.write("\t".join(clean(movies[c][i]) if c in movies else "-"
+                        for c in ("movie_title", "movie_genres", "director",
+                                  "star")) + "\n")
+  variable = tf.Variable(embeddings, name="movie_embeddings")
+  checkpoint = tf.train.Checkpoint(embedding=variable)
+  checkpoint.save(os.path.join(path, "embedding.ckpt"))
+  config = projector.ProjectorConfig()
+  embedding = config.embeddings.add()
+  embedding.tensor_name = "embedding/.ATTRIBUTES/VARIABLE_VALUE"
+  embedding.metadata_path = "metadata.tsv"
+  projector.visualize_embeddings(path, config)
+
+
+def _hparams(config: RetrievalConfig) -> Dict[str, Any]:
+  out = {}
+  for k, v in dataclasses.asdict(config).items():
+    out[k] = ",".join(map(str, v)) if isinstance(v, (tuple, list)) else v
+  return out
+
+
+def _write_summaries(logdir: str, config: RetrievalConfig,
+                     result: Dict[str, Any], step: int) -> None:
+  from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
+  writer = tf.summary.create_file_writer(os.path.join(logdir, "eval"))
+  with writer.as_default():
+    hp.hparams(_hparams(config), trial_id=os.path.basename(
+        os.path.dirname(os.path.abspath(logdir))))
+    for k, v in result.items():
+      if isinstance(v, float):
+        tf.summary.scalar(f"final/{k}", v, step=step)
+    for k, v in result.get("popularity", {}).items():
+      tf.summary.scalar(f"popularity/{k}", v, step=step)
+  writer.flush()
+
+
+def train_and_evaluate(config: RetrievalConfig,
+                       data_config: pipeline.DataConfig, run_dir: str,
+                       log: Callable[[str], Any] = print) -> Dict[str, Any]:
+  """Trains (resuming from RUN/checkpoints), evaluates and exports.
+
+  Returns the metrics dict written to RUN/metrics.json.
+  """
+  start = time.perf_counter()
+  run = runs.RunDir(run_dir)
+  runs.set_seeds(config.seed)
+  data_config = dataclasses.replace(data_config,
+                                    history_length=config.history_length)
+  data = pipeline.load_data(data_config, log=log)
+  latest = tf.train.latest_checkpoint(run.checkpoints)
+  vocab_path = run.file("vocabularies.json")
+  if latest and os.path.exists(vocab_path):
+    log(f"[train] resuming: vocabularies from {vocab_path}")
+    data.vocabularies = features.Vocabularies.load(vocab_path)
+  else:
+    pipeline.save_vocabularies(data, run.path)
+  run.write_config(retrieval=config, data=data_config)
+
+  train_ratings = data.train_ratings
+  frequencies = model_lib.candidate_frequencies(train_ratings.movie_id)
+  model = model_lib.RetrievalModel(config, data.vocabularies, frequencies,
+                                   corpus=data.table("movies"))
+  optimizer = tf.keras.optimizers.Adam(config.learning_rate)
+  model.compile(optimizer=optimizer)
+  train = data.batches(data.train, config.batch_size,
+                       shuffle_seed=config.seed)
+  # Build variables (model and optimizer slots) before restoring.
+  for batch in data.train.batch(8).take(1):
+    model.compute_loss(batch)
+  optimizer.build(model.trainable_variables)
+  epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
+                                   epoch=epoch)
+  manager = tf.train.CheckpointManager(checkpoint, run.checkpoints,
+                                       max_to_keep=3)
+  if manager.latest_checkpoint:
+    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    log(f"[train] restored {manager.latest_checkpoint} (epoch "
+        f"{int(epoch.numpy())} of {config.epochs})")
+  initial_epoch = int(epoch.numpy())
+
+  training_seconds = 0.0
+  if initial_epoch < config.epochs:
+    log(f"[train] {data.num_train} train ratings, batch {config.batch_size},"
+        f" epochs {initial_epoch + 1}..{config.epochs}")
+    callbacks = [
+        _EpochEnd(data, model, config.eval_sample, manager, epoch, log),
+        tf.keras.callbacks.TensorBoard(run.logs, write_graph=False,
+                                       profile_batch=0),
+    ]
+    with runs.Timer() as timer:
+      model.fit(train, epochs=config.epochs, initial_epoch=initial_epoch,
+                callbacks=callbacks, verbose=2)
+    training_seconds = timer.seconds
+    log(f"[train] trained in {training_seconds:.0f} s")
+  else:
+    log("[train] all epochs done already; evaluating")
+
+  result = evaluate_lib.evaluate(model, data, log=log)
+  movie_ids = result.pop("movie_ids")
+  movie_embeddings = result.pop("movie_embeddings")
+  timestamps, latest_ts = evaluate_lib.latest_train_timestamps(data)
+  del timestamps
+  exported = serving_model.export_model(
+      model.query_model, data.table("users"), movie_ids, movie_embeddings,
+      latest_ts, run.export, top_k=config.top_k, log=log)
+  exported["default_timestamp"] = latest_ts
+
+  result.update(
+      training_seconds=training_seconds,
+      epochs_trained=config.epochs - initial_epoch,
+      total_seconds=time.perf_counter() - start,
+      export=exported,
+      config=dataclasses.asdict(config),
+  )
+  _write_projector(run.logs, data.table("movies"), movie_embeddings)
+  _write_summaries(run.logs, config, result, config.epochs)
+  run.write_metrics(result)
+  log(f"[train] wrote {run.file('metrics.json')}")
+  return result
+
+
+# --------------------------------------------------------------------------
+# Command line.
+
+
+def define_flags():
+  """absl flags of `tfrs-pipeline train ...` (called by the CLI)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from tfrs_pipeline import flags as common  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  defaults = RetrievalConfig()
+  if "run_dir" not in flags.FLAGS:
+    flags.DEFINE_string("run_dir", "runs/retrieval", "Run directory.")
+  for field in dataclasses.fields(RetrievalConfig):
+    if field.name in flags.FLAGS:
+      continue  # e.g. the common --seed flag
+    value = getattr(defaults, field.name)
+    help_text = f"RetrievalConfig.{field.name}."
+    if isinstance(value, bool):
+      flags.DEFINE_bool(field.name, value, help_text)
+    elif isinstance(value, int):
+      flags.DEFINE_integer(field.name, value, help_text)
+    elif isinstance(value, float):
+      flags.DEFINE_float(field.name, value, help_text)
+    elif isinstance(value, tuple):
+      flags.DEFINE_list(field.name, [str(v) for v in value], help_text)
+    else:
+      flags.DEFINE_string(field.name, value, help_text)
+
+
+def config_from_flags() -> RetrievalConfig:
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from tfrs_pipeline import cli  # pylint: disable=g-import-not-at-top
+  values = {}
+  for field in dataclasses.fields(RetrievalConfig):
+    value = flags.FLAGS[field.name].value
+    if isinstance(getattr(RetrievalConfig, field.name, None), tuple):
+      value = tuple(int(v) for v in value if str(v).strip())
+    values[field.name] = value
+  config = RetrievalConfig(**values)
+  if config.epochs < 1 or config.batch_size < 1 or config.embedding_dim < 1:
+    raise cli.UsageError("epochs, batch_size and embedding_dim must be >= 1")
+  if config.num_hard_negatives < 0 or config.history_length < 0:
+    raise cli.UsageError("num_hard_negatives and history_length must be "
+                         ">= 0")
+  if config.num_hard_negatives and config.num_hard_negatives >= \
+      config.batch_size:
+    raise cli.UsageError("num_hard_negatives must be < batch_size")
+  if config.temperature < 0:
+    raise cli.UsageError("temperature must be >= 0 (0: none)")
+  return config
+
+
+def main(argv) -> None:
+  del argv
+  from tfrs_pipeline import flags as common  # pylint: disable=g-import-not-at-top
+  config = config_from_flags()
+  train_and_evaluate(config, common.data_config(), common.FLAGS.run_dir)
+
+
