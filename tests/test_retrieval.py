@@ -310,3 +310,17 @@ def test_export_matches_trained_model(trained, data):
   got = loaded.signatures["user_embedding"](
       user_id=tf.constant(users))["embedding"].numpy()
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_saved_model_cli_wrapper_runs_the_export(trained):  # pylint: disable=redefined-outer-name
+  """`python -m tfrs_pipeline.saved_model_cli` loads the ScaNN ops."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  export_dir = os.path.join(trained["run_dir"], "export", "retrieval")
+  out = subprocess.run(
+      [sys.executable, "-m", "tfrs_pipeline.saved_model_cli", "run",
+       "--dir", export_dir, "--tag_set", "serve", "--signature_def",
+       "serving_default", "--input_exprs", 'user_id=["1"]'],
+      capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "movie_ids" in out.stdout

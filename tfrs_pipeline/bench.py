@@ -111,15 +111,20 @@ def median(values) -> float:
 
 
 def run_sections(sections: Dict[str, Callable[[], Dict]], names: List[str],
-                 log=print) -> Dict[str, Dict]:
-  out = {}
+                 on_done: Callable[[str, Dict], None], log=print) -> None:
+  """Runs each section; a failing section is recorded, not fatal."""
   for name in names:
     log(f"[bench] === {name} ===")
     with runs.Timer() as t:
-      out[name] = sections[name]()
-    out[name]["section_seconds"] = t.seconds
+      try:
+        result = sections[name]()
+      except Exception as e:  # pylint: disable=broad-except
+        import traceback  # pylint: disable=g-import-not-at-top
+        traceback.print_exc()
+        result = {"error": f"{type(e).__name__}: {e}"}
+    result["section_seconds"] = t.seconds
     log(f"[bench] {name} done in {t.seconds:.0f} s")
-  return out
+    on_done(name, result)
 
 
 def main(argv):
@@ -145,13 +150,17 @@ def main(argv):
     # Re-running some sections keeps the others from the last report.
     report.update({k: v for k, v in runs.read_json(previous).items()
                    if k in SECTIONS and k not in ordered})
-  report.update(run_sections(sections, ordered))
-  report["finished_at"] = time.strftime("%FT%T%z")
-  runs.write_json(previous, report)
-  md = bench_sections.render_markdown(report)
-  with open(os.path.join(FLAGS.out_dir, "report.md"), "w") as f:
-    f.write(md)
-  print(md)
+
+  def write(name, result):
+    report[name] = result
+    report["finished_at"] = time.strftime("%FT%T%z")
+    runs.write_json(previous, report)
+    with open(os.path.join(FLAGS.out_dir, "report.md"), "w") as f:
+      f.write(bench_sections.render_markdown(report))
+
+  run_sections(sections, ordered, write)
+  with open(os.path.join(FLAGS.out_dir, "report.md")) as f:
+    print(f.read())
   print(f"[bench] wrote {previous} and report.md")
 
 

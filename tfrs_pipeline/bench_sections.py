@@ -244,7 +244,11 @@ def render_markdown(report: Dict[str, Any]) -> str:
       f"{m['tensorflow']}, load average at start {m['load_average_at_start']:.1f}."
       " Every figure below was measured in that run; latencies are medians "
       "(p50) and p99 of repeated calls.", ""]
-  if "retrieval" in report:
+  for name in ("retrieval", "index", "ranking", "e2e"):
+    if "error" in report.get(name, {}):
+      lines += [f"## {name}: FAILED", "", "```", report[name]["error"], "```",
+                ""]
+  if "retrieval" in report and "error" not in report["retrieval"]:
     r = report["retrieval"]
     c = r["checks"]
     lines += [
@@ -277,12 +281,12 @@ def render_markdown(report: Dict[str, Any]) -> str:
     if idx:
       lines += ["ScaNN vs brute force on the movie corpus:", "",
                 "```", _json(idx), "```", ""]
-  if "index" in report:
+  if "index" in report and "error" not in report["index"]:
     x = report["index"]
     lines += [f"## ScaNN on {x['num_vectors']:,} synthetic vectors "
               f"(dim {x['dim']})", "", x["markdown"], "",
               f"![trade-off]({x['plot']})", ""]
-  if "ranking" in report:
+  if "ranking" in report and "error" not in report["ranking"]:
     k = report["ranking"]
     c = k["checks"]
     lines += [
@@ -303,7 +307,7 @@ def render_markdown(report: Dict[str, Any]) -> str:
     for name, mm in k["models"].items():
       extra = {kk: v for kk, v in mm.items() if kk != "config"}
       lines += [f"{name} details:", "", "```", _json(extra), "```", ""]
-  if "e2e" in report:
+  if "e2e" in report and "error" not in report["e2e"]:
     e = report["e2e"]
     lines += ["## Two stages end to end", "",
               "Users with at least one test movie rated >= 4; relevant = "
