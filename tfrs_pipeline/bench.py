@@ -164,4 +164,3 @@ def main(argv):
   print(f"[bench] wrote {previous} and report.md")
 
 
-del common  # imported for its flag definitions
