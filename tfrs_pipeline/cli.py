@@ -67,7 +67,10 @@ def run(argv=None) -> None:
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
 
-  app.run(guarded, argv=[f"tfrs-pipeline {' '.join(key)}"] + rest)
+  # TFDS logs every dataset it opens at INFO: default to warnings (a later
+  # --verbosity on the command line wins).
+  app.run(guarded,
+          argv=[f"tfrs-pipeline {' '.join(key)}", "--verbosity=-1"] + rest)
 
 
 def _print_help(key, module) -> None:
