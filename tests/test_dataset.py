@@ -120,3 +120,26 @@ def test_cli_describe_json_and_clean_errors(tmp_path, fake_raw, fake_data_dir):
   assert out.returncode == 2
   assert "error: ratings.dat:" in out.stderr
   assert "Traceback" not in out.stderr
+
+
+def test_no_source_reuses_existing_build_and_failed_rebuild_keeps_it(
+    tmp_path, monkeypatch):
+  good = fakedata.write_raw_dir(str(tmp_path / "good"))
+  bad = fakedata.write_raw_dir(str(tmp_path / "bad"), num_users=20,
+                               bad_lines=True)
+  data_dir = str(tmp_path / "tfds")
+  quiet = lambda *a: None  # noqa: E731
+  built = dataset.prepare(data_dir, good["path"], ["random"], log=quiet)
+  # Without --raw_data or $TFRS_RAW_DATA the build is used, not deleted
+  # for a download attempt.
+  monkeypatch.delenv(raw.RAW_DATA_ENV, raising=False)
+  reused = dataset.prepare(data_dir, None, ["random"], log=quiet)
+  assert reused["random"]["source_id"] == built["random"]["source_id"]
+  # A rebuild from a source with a bad line fails and keeps the old build.
+  with pytest.raises(raw.BadInputError):
+    dataset.prepare(data_dir, bad["path"], ["random"], log=quiet)
+  b = dataset.builder("random", data_dir, good["path"])
+  assert b.is_prepared()
+  assert b.info.metadata["source_id"] == built["random"]["source_id"]
+  assert b.info.splits["train"].num_examples + b.info.splits[
+      "test"].num_examples == good["num_ratings"]

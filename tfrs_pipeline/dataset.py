@@ -60,37 +60,58 @@ def prepare(data_dir: Optional[str] = None, raw_data: Optional[str] = None,
   out = {}
   for config in configs:
     b = builder(config, data_dir, raw_data, on_bad_line)
-    if not overwrite and _is_current(b, source, on_bad_line):
+    if not overwrite and b.is_prepared() and raw_dir is None:
+      # No source given: nothing says the data changed, so an existing
+      # build is used as it is (never deleted to try a download).
+      log(f"[data] {b.info.full_name}: using the existing build in "
+          f"{b.data_dir}")
+    elif not overwrite and _is_current(b, source, on_bad_line):
       log(f"[data] {b.info.full_name}: up to date in {b.data_dir}")
     else:
-      if b.is_prepared():
-        log(f"[data] {b.info.full_name}: raw source or options changed, "
-            "rebuilding")
-        shutil.rmtree(b.data_dir)
-        b = builder(config, data_dir, raw_data, on_bad_line)
-      log(f"[data] building {b.info.full_name} from "
-          f"{raw_dir or 'the official download'} ...")
-      b.info.metadata["source_id"] = source
-      b.info.metadata["on_bad_line"] = on_bad_line
-      try:
-        b.download_and_prepare(download_config=tfds.download.DownloadConfig(
-            download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
-      except (raw.BadInputError, raw.MissingDataError):
-        raise
-      except Exception as e:  # network errors surface from deep in TFDS
-        if raw_dir is None:
-          raise raw.MissingDataError(
-              f"could not download MovieLens-1M ({type(e).__name__}: "
-              f"{str(e)[:200]}). " + raw.HOW_TO_SUPPLY) from e
-        raise
-      b = builder(config, data_dir, raw_data, on_bad_line)
-      log(f"[data] wrote {b.data_dir}")
+      b = _build(config, b, data_dir, raw_data, raw_dir, source, on_bad_line,
+                 log)
     out[config] = dict(b.info.metadata)
     skipped = out[config].get("skipped", {}).get("skipped_total", 0)
     if skipped:
       log(f"[data] skipped {skipped} bad lines: "
           f"{out[config]['skipped']['skipped_lines']}")
   return out
+
+
+def _build(config, b, data_dir, raw_data, raw_dir, source, on_bad_line, log):
+  """Builds one config. A previous build is moved aside first and put
+  back if the new build fails, so a failed rebuild loses nothing."""
+  aside = None
+  if b.is_prepared():
+    log(f"[data] {b.info.full_name}: raw source or options changed, "
+        "rebuilding")
+    aside = f"{b.data_dir}.previous-{os.getpid()}"
+    os.replace(b.data_dir, aside)
+    b = builder(config, data_dir, raw_data, on_bad_line)
+  log(f"[data] building {b.info.full_name} from "
+      f"{raw_dir or 'the official download'} ...")
+  b.info.metadata["source_id"] = source
+  b.info.metadata["on_bad_line"] = on_bad_line
+  try:
+    b.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+  except Exception as e:
+    if aside:
+      shutil.rmtree(b.data_dir, ignore_errors=True)
+      os.replace(aside, b.data_dir)
+      log(f"[data] build failed; kept the previous build in {b.data_dir}")
+    if isinstance(e, (raw.BadInputError, raw.MissingDataError)):
+      raise
+    if raw_dir is None:  # network errors surface from deep in TFDS
+      raise raw.MissingDataError(
+          f"could not download MovieLens-1M ({type(e).__name__}: "
+          f"{str(e)[:200]}). " + raw.HOW_TO_SUPPLY) from e
+    raise
+  if aside:
+    shutil.rmtree(aside, ignore_errors=True)
+  b = builder(config, data_dir, raw_data, on_bad_line)
+  log(f"[data] wrote {b.data_dir}")
+  return b
 
 
 def load(config: str, split: str, data_dir: Optional[str] = None,
