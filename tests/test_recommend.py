@@ -307,7 +307,8 @@ def test_cli(small_runs, capsys):
       "--occupation=programmer", "--zip=10001", "--k=3")
   assert code == 0, stderr
   lines = stdout.strip().splitlines()
-  assert lines[0].split()[:3] == ["#", "title", "year"] and len(lines) == 4
+  assert lines[0].split()[:4] == ["#", "movie", "title", "year"]
+  assert len(lines) == 4
   assert "director" in lines[0] and "predicted_rating" in lines[0]
 
   code, stdout, stderr = _run_cli(small_runs, capsys, "similar",

@@ -469,7 +469,8 @@ class SimilarMovies:
 # --------------------------------------------------------------------------
 # Command line.
 
-_COLUMNS = (("rank", "#", 3), ("title", "title", 34), ("year", "year", 4),
+_COLUMNS = (("rank", "#", 3), ("movie_id", "movie", 5), ("title", "title", 34),
+            ("year", "year", 4),
             ("genres", "genres", 22), ("director", "director", 18),
             ("star", "star", 18))
 
