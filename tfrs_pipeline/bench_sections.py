@@ -194,7 +194,9 @@ def e2e_section(ctx: Context) -> Callable[[], Dict]:
       raise RuntimeError("e2e needs the retrieval and ranking sections' "
                          "exports under " + runs_dir)
     data = pipeline.load_data(ctx.data_config)
-    quality = e2e.evaluate_two_stage(retrieval_dir, ranking_dir, data)
+    quality = e2e.evaluate_two_stage(
+        os.path.join(retrieval_dir, "export", "retrieval"),
+        os.path.join(ranking_dir, "export", "ranking"), data)
     serve_runs = os.path.join(ctx.out_dir, "serve_runs")
     _link_serving_runs(retrieval_dir, ranking_dir, serve_runs)
     users = sorted(set(ctx.frames.test.user_id))[:200]
