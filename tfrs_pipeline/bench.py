@@ -115,6 +115,7 @@ def run_sections(sections: Dict[str, Callable[[], Dict]], names: List[str],
   """Runs each section; a failing section is recorded, not fatal."""
   for name in names:
     log(f"[bench] === {name} ===")
+    started = time.strftime("%FT%T%z")
     with runs.Timer() as t:
       try:
         result = sections[name]()
@@ -123,6 +124,7 @@ def run_sections(sections: Dict[str, Callable[[], Dict]], names: List[str],
         traceback.print_exc()
         result = {"error": f"{type(e).__name__}: {e}"}
     result["section_seconds"] = t.seconds
+    result["measured_at"] = started
     log(f"[bench] {name} done in {t.seconds:.0f} s")
     on_done(name, result)
 
