@@ -246,6 +246,17 @@ class RankingInputs(tf.keras.layers.Layer):
     needed = {f.source for f in self.feature_list}
     return [i for i in features.INPUTS if i.name in needed]
 
+
+  @classmethod
+  def from_ranking_config(cls, vocabularies: features.Vocabularies,
+                  config: "RankingConfig", global_mean: float = 0.0,
+                  feature_list: Optional[Sequence[features.Feature]] = None
+                  ) -> "RankingInputs":
+    """The input layer both ranking models build from a `RankingConfig`."""
+    return cls(vocabularies, feature_list or ranking_features(config),
+               config.embedding_dropout, config.bias_terms, global_mean,
+               config.factorization_dim, config.embedding_l2,
+               config.factorization_l2)
   def call(self, inputs: Mapping[str, tf.Tensor], training=False
            ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Returns x0 [B, D], bias [B] (incl. <p_u, q_i>) and the weighted
@@ -384,11 +395,8 @@ class DCN(tfrs.models.Model):
                feature_list: Optional[Sequence[features.Feature]] = None):
     super().__init__()
     self.config = config
-    self.inputs_layer = RankingInputs(
-        vocabularies, feature_list or ranking_features(config),
-        config.embedding_dropout, config.bias_terms, global_mean,
-        config.factorization_dim, config.embedding_l2,
-        config.factorization_l2)
+    self.inputs_layer = RankingInputs.from_ranking_config(
+        vocabularies, config, global_mean, feature_list)
     self.body = DCNv2Body(config.cross_layers, config.projection_dim,
                           config.structure, config.deep_layers,
                           config.dropout, config.diag_scale, name="dcn")
@@ -527,11 +535,8 @@ class MMoE(tfrs.models.Model):
                feature_list: Optional[Sequence[features.Feature]] = None):
     super().__init__()
     self.config = config
-    self.inputs_layer = RankingInputs(
-        vocabularies, feature_list or ranking_features(config),
-        config.embedding_dropout, config.bias_terms, global_mean,
-        config.factorization_dim, config.embedding_l2,
-        config.factorization_l2)
+    self.inputs_layer = RankingInputs.from_ranking_config(
+        vocabularies, config, global_mean, feature_list)
     self.cross = CrossNetwork(config.mmoe_cross_layers,
                               config.projection_dim, config.diag_scale,
                               name="shared_cross")
