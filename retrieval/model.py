@@ -26,6 +26,7 @@ model.candidate_model(inputs)  # [B, D]
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -220,15 +221,21 @@ def candidate_frequencies(movie_ids: np.ndarray) -> Dict[str, float]:
   return {i: float(c) / total for i, c in zip(ids, counts)}
 
 
+_EMBED_FNS = weakref.WeakKeyDictionary()
+
+
 def embed(tower: tf.keras.Model, columns: Mapping[str, np.ndarray],
           batch_size: int = 4096) -> np.ndarray:
   """Embeds a table of raw-input columns [N] in batches -> [N, D]."""
   names = [i.name for i in features.INPUTS if i.name in columns]
   n = len(columns[names[0]])
 
-  @tf.function
-  def run(batch):
-    return tower(batch)
+  # One traced function per tower, reused across calls (per-epoch eval);
+  # kept outside the model so it is not tracked into exports.
+  run = _EMBED_FNS.get(tower)
+  if run is None:
+    run = _EMBED_FNS[tower] = tf.function(tower.__call__,
+                                          reduce_retracing=True)
 
   out = []
   for start in range(0, n, batch_size):
