@@ -101,14 +101,8 @@ class RankingServer(tf.Module):
   def _serve_ids(self, user_id, movie_id):
     inputs = {**self.user_table(user_id), **self.movie_table(movie_id)}
     batch = tf.shape(user_id)[0]
-    for spec in self.ranking_inputs:
-      if spec.name in inputs:
-        continue
-      if spec.name == "timestamp":
-        inputs[spec.name] = tf.fill([batch], self.default_timestamp)
-      else:  # an input the tables lack: its default
-        inputs[spec.name] = tf.fill([batch], tf.constant(spec.default,
-                                                         spec.dtype))
+    export.complete_inputs(inputs, self.ranking_inputs, batch,
+                           self.default_timestamp)
     return self._predict({s.name: inputs[s.name]
                           for s in self.ranking_inputs})
 

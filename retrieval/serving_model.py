@@ -89,14 +89,8 @@ class RetrievalServer(tf.Module):
   def _inputs_of(self, user_id: tf.Tensor) -> Dict[str, tf.Tensor]:
     inputs = self.user_table(user_id)
     batch = tf.shape(user_id)[0]
-    for spec in self.query_inputs:
-      if spec.name in inputs:
-        continue
-      if spec.name == "timestamp":
-        inputs[spec.name] = tf.fill([batch], self.default_timestamp)
-      else:  # an input the users table lacks: its default
-        inputs[spec.name] = tf.fill([batch], tf.constant(spec.default,
-                                                         spec.dtype))
+    export.complete_inputs(inputs, self.query_inputs, batch,
+                           self.default_timestamp)
     return inputs
 
   def _search(self, embeddings: tf.Tensor) -> Dict[str, tf.Tensor]:

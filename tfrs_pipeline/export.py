@@ -78,6 +78,22 @@ class EntityTable(tf.Module):
     return tf.equal(self._known.lookup(ids), 1)
 
 
+def complete_inputs(inputs: Dict[str, tf.Tensor],
+                    specs: Sequence[features.Input], batch: tf.Tensor,
+                    timestamp: tf.Tensor) -> Dict[str, tf.Tensor]:
+  """Adds each input of `specs` missing from `inputs` (looked up by id):
+  `timestamp` for the time context, else the input's default."""
+  for spec in specs:
+    if spec.name in inputs:
+      continue
+    if spec.name == "timestamp":
+      inputs[spec.name] = tf.fill([batch], timestamp)
+    else:
+      inputs[spec.name] = tf.fill([batch], tf.constant(spec.default,
+                                                       spec.dtype))
+  return inputs
+
+
 def save_atomic(obj, export_dir: str, signatures=None,
                 options: Optional[tf.saved_model.SaveOptions] = None,
                 log=print) -> str:
