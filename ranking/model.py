@@ -28,7 +28,11 @@ side features and crosses ("MF + side features" hybrid).
       movie = 0), sigmoid cross-entropy on every example;
     - satisfaction (`rating`): rating regression (MSE), rated rows only;
       rating = bias (incl. <p_u, q_i>) + tower output, as in DCN;
-    - liked: rating >= 4, sigmoid cross-entropy, rated rows only.
+    - liked: rating >= 4, sigmoid cross-entropy, rated rows only. With
+      `liked_from_rating` its logit also gets a learned affine function
+      of the rating output (a*rating + b): liked is a threshold of the
+      rating, so the head starts from the rating estimate (with its
+      biased-MF term) and its tower models the rest.
 
   A shallow selection-bias tower (`BiasTower`) reads bias features that
   describe exposure rather than preference (see `BiasFeatures`); its logit
@@ -67,6 +71,8 @@ class RankingConfig:
       to `features_for(RANKING)`, when the spec has them (default none;
       `user_history`, the user's other train movies, SVD++-like, gave no
       validation gain for ~40% more step time). See `ranking_features`.
+    history_length: user_history ids per user when a feature reads them
+      (`DataConfig.history_length`; the data carries none otherwise).
     embedding_l2: L2 penalty on the embeddings looked up in a batch
       (mean over the batch of the squared norm of x0 and of the bias
       terms); frequency-aware, unlike a penalty on whole tables.
@@ -90,6 +96,7 @@ class RankingConfig:
     num_experts, expert_layers, tower_layers: the MMoE shape.
     mmoe_cross_layers: cross layers in the shared bottom (0 = none).
     engagement_weight, rating_weight, liked_weight: task loss weights.
+    liked_from_rating: add a * rating + b (learned) to the liked logit.
     num_negatives: sampled unrated movies per train rating.
     negative_sampling: `uniform` or `popularity` (train count ** 0.75).
     bias_tower_layers, bias_dropout: the selection-bias tower.
@@ -111,6 +118,7 @@ class RankingConfig:
   bias_terms: bool = True
   factorization_dim: int = 64
   factorization_l2: float = 0.03
+  history_length: int = 2000  # user_history ids, when a feature uses it
   # DCN-v2.
   cross_layers: int = 2
   projection_dim: int = 0
@@ -126,6 +134,7 @@ class RankingConfig:
   engagement_weight: float = 0.5
   rating_weight: float = 1.0
   liked_weight: float = 0.5
+  liked_from_rating: bool = True
   num_negatives: int = 1
   negative_sampling: str = "uniform"
   bias_tower_layers: Tuple[int, ...] = (16,)
@@ -230,7 +239,6 @@ class RankingInputs(tf.keras.layers.Layer):
         layer.embedding.embeddings_initializer = (
             tf.keras.initializers.RandomNormal(stddev=0.01))
         self.factors.append(layer)
-
   @property
   def slices(self) -> Dict[str, slice]:
     """Columns of each feature in x0 (`FeatureEncoder.slices`)."""
@@ -261,7 +269,7 @@ class RankingInputs(tf.keras.layers.Layer):
            ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Returns x0 [B, D], bias [B] (incl. <p_u, q_i>) and the weighted
     L2 penalty (scalar, see the class docstring)."""
-    x0 = self.encoder(inputs)
+    x0 = self.encoder(inputs, training=training)
     penalty = tf.reduce_mean(tf.reduce_sum(tf.square(x0), axis=1))
     bias = tf.fill(tf.shape(x0)[:1], self.global_mean)
     for layer in self.biases:
@@ -546,6 +554,9 @@ class MMoE(tfrs.models.Model):
                           name=f"{t}_tower") for t in TASKS}
     self.heads = {t: tf.keras.layers.Dense(1, name=f"{t}_head")
                   for t in TASKS}
+    self.liked_from_rating = (
+        tf.keras.layers.Dense(1, name="liked_from_rating")
+        if config.liked_from_rating else None)
     self.bias_tower = BiasTower(
         BiasFeatures(user_counts or {}, movie_counts or {},
                      name="bias_features"),
@@ -568,6 +579,9 @@ class MMoE(tfrs.models.Model):
       out[t] = tf.squeeze(self.heads[t](self.towers[t](o, training=training)),
                           axis=1)
     out["rating"] += bias
+    if self.liked_from_rating is not None:
+      out["liked"] += tf.squeeze(
+          self.liked_from_rating(out["rating"][:, tf.newaxis]), axis=1)
     if with_bias_tower:
       out["engagement_train"] = out["engagement"] + self.bias_tower(
           inputs, training=training)

@@ -40,6 +40,7 @@ import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import tensorflow as tf
 
 from ranking import evaluate, interactions, serving_model
+from ranking import model as model_lib
 from ranking.model import RATED, RankingConfig, build_model, ranking_inputs
 from tfrs_pipeline import features, pipeline, runs
 
@@ -334,6 +335,18 @@ def log_hparams(config: RankingConfig, metrics: Mapping[str, Any],
         tf.summary.scalar(f"test/{k}", float(v), step=0)
 
 
+def ranking_data_config(config: RankingConfig,
+                        data_config: pipeline.DataConfig
+                        ) -> pipeline.DataConfig:
+  """`data_config` with the user-history length the model reads (0 when
+  no ranking feature uses `user_history`: nothing to build)."""
+  uses_history = any(f.source == "user_history"
+                     for f in model_lib.ranking_features(config))
+  return dataclasses.replace(
+      data_config,
+      history_length=config.history_length if uses_history else 0)
+
+
 def train_and_evaluate(config: RankingConfig,
                        data_config: pipeline.DataConfig, run_dir: str,
                        log: Callable[[str], None] = print) -> Dict[str, Any]:
@@ -346,6 +359,7 @@ def train_and_evaluate(config: RankingConfig,
   """
   with runs.Timer() as total:
     run = runs.RunDir(run_dir)
+    data_config = ranking_data_config(config, data_config)
     run.write_config(ranking=config, data=data_config)
     data = pipeline.load_data(data_config, log=log)
     pipeline.save_vocabularies(data, run.path)

@@ -4,15 +4,23 @@
   (`features.features_for(QUERY)` or `(CANDIDATE)`) followed by dense
   layers: dict of raw inputs -> embedding [B, D] (L2-normalized when
   `normalize`). Adding a `Feature` line to the spec adds it to the tower.
-* `RetrievalModel`: `tfrs.models.Model` whose `compute_loss` is
-  `tfrs.tasks.Retrieval` (in-batch softmax) with the options of
-  `RetrievalConfig`: temperature, logQ correction of the in-batch
-  sampling bias (`candidate_sampling_probability` from the candidates'
-  train frequencies), removal of accidental hits, hard-negative mining,
-  and mixed negative sampling (`corpus_negatives` movies drawn uniformly
-  from the whole corpus each step as extra negatives; Yang et al., "Mixed
-  Negative Sampling", WWW 2020), which counters the popularity skew of
-  in-batch negatives.
+* `RetrievalModel`: `tfrs.models.Model` with two training objectives
+  (`RetrievalConfig.negatives`):
+  - `corpus` (default): `CorpusSoftmax`, a softmax over every movie of
+    the corpus. The sampled softmax exists because corpora are large; at
+    3,883 movies the exact one costs one [B, N] matmul and the candidate
+    tower over N movies per step, and retrieves better (no sampling bias
+    to correct).
+  - `in_batch`: `tfrs.tasks.Retrieval` (in-batch softmax) with
+    temperature, logQ correction of the in-batch sampling bias
+    (`candidate_sampling_probability` from the candidates' train
+    frequencies), removal of accidental hits, hard-negative mining, and
+    mixed negative sampling (`corpus_negatives` movies drawn uniformly
+    from the corpus each step as extra negatives; Yang et al., "Mixed
+    Negative Sampling", WWW 2020). This is what scales to big corpora.
+  The query tower drops each `user_history` id with probability
+  `history_dropout` in training (denoising, as Mult-DAE), so it learns to
+  complete a partial history, which is what serving asks of it.
 
 ```python
 model = RetrievalModel(config, data.vocabularies, movie_frequencies)
@@ -44,19 +52,22 @@ class RetrievalConfig:
 
   The defaults are tuned on the real data (random split); see README.
   """
-  embedding_dim: int = 64  # D, output of both towers
+  embedding_dim: int = 128  # D, output of both towers
   hidden_units: Tuple[int, ...] = (256,)  # dense layers before the output
   normalize: bool = True  # L2-normalize both towers' outputs
-  temperature: float = 0.05  # softmax temperature (None/0: none)
+  temperature: float = 0.1  # softmax temperature (None/0: none)
+  negatives: str = "corpus"  # corpus (full softmax) | in_batch
+  # The rest of the negatives options apply to `in_batch` only.
   logq_correction: bool = True  # subtract log(train frequency) of candidates
   remove_accidental_hits: bool = True  # same movie as in-batch negative
   num_hard_negatives: int = 0  # >0: keep only the hardest in-batch negatives
   corpus_negatives: int = 0  # >0: + this many uniform movies as negatives
   embedding_l2: float = 0.0  # L2 regularization of the embedding tables
   dropout: float = 0.0  # dropout after each hidden layer
-  history_length: int = 50  # user_history ids (DataConfig.history_length)
+  history_length: int = 2000  # user_history ids (DataConfig.history_length)
+  history_dropout: float = 0.5  # user_history ids dropped in training
   batch_size: int = 2048
-  epochs: int = 6
+  epochs: int = 8
   learning_rate: float = 0.003  # Adam
   eval_sample: int = 5000  # test ratings for the per-epoch top-k metrics
   top_k: int = 100  # K of the exported index
@@ -74,16 +85,20 @@ class Tower(tf.keras.Model):
     normalize: L2-normalize the output.
     embeddings_regularizer: applied to every embedding table.
     dropout: rate after each hidden layer (training only).
+    token_dropout: feature name -> share of its ids dropped in training
+      (`multi_categorical` features).
   """
 
   def __init__(self, feature_list: Sequence[features.Feature],
                vocabularies: features.Vocabularies, embedding_dim: int,
                hidden_units: Sequence[int] = (), normalize: bool = True,
                embeddings_regularizer=None, dropout: float = 0.0,
+               token_dropout: Optional[Mapping[str, float]] = None,
                **kwargs):
     super().__init__(**kwargs)
     self.encoder = features.FeatureEncoder(
-        feature_list, vocabularies, embeddings_regularizer, name="encoder")
+        feature_list, vocabularies, embeddings_regularizer, token_dropout,
+        name="encoder")
     self.dense_layers = []
     for i, units in enumerate(hidden_units):
       self.dense_layers.append(tf.keras.layers.Dense(
@@ -97,7 +112,7 @@ class Tower(tf.keras.Model):
   def call(self, inputs: Mapping[str, tf.Tensor], training=False
            ) -> tf.Tensor:
     """Dict of raw inputs [B] -> embeddings [B, D]."""
-    x = self.encoder(inputs)
+    x = self.encoder(inputs, training=training)
     for layer in self.dense_layers:
       x = layer(x, training=training)
     x = self.output_layer(x)
@@ -127,6 +142,35 @@ class SamplingProbability(tf.keras.layers.Layer):
     return self._table.lookup(ids)
 
 
+class CorpusSoftmax(tf.keras.layers.Layer):
+  """Retrieval loss with a softmax over the whole candidate corpus.
+
+  The exact objective that `tfrs.tasks.Retrieval` approximates with
+  in-batch negatives; affordable when the corpus embeddings [N, D] can be
+  computed every step. Summed over the batch, as `tfrs.tasks.Retrieval`.
+
+  Args:
+    temperature: scores are divided by it (None: not).
+  """
+
+  def __init__(self, temperature: Optional[float] = None, **kwargs):
+    super().__init__(**kwargs)
+    self.temperature = temperature
+    self._loss = tf.keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction=tf.keras.losses.Reduction.SUM)
+
+  def call(self, query_embeddings: tf.Tensor, corpus_embeddings: tf.Tensor,
+           positions: tf.Tensor) -> tf.Tensor:
+    """query [B, D], corpus [N, D], positions [B] (row of each query's
+    positive in the corpus; < 0: not in the corpus, ignored) -> loss []."""
+    scores = tf.matmul(query_embeddings, corpus_embeddings, transpose_b=True)
+    if self.temperature:
+      scores = scores / self.temperature
+    known = positions >= 0
+    return self._loss(tf.maximum(positions, 0), scores,
+                      sample_weight=tf.cast(known, scores.dtype))
+
+
 class RetrievalModel(tfrs.models.Model):
   """Query tower, candidate tower and the in-batch softmax retrieval task.
 
@@ -136,7 +180,7 @@ class RetrievalModel(tfrs.models.Model):
     candidate_frequencies: movie id -> share of train ratings (needed for
       `config.logq_correction`).
     corpus: the movies table (`pipeline.Data.table("movies")`), needed for
-      `config.corpus_negatives`.
+      `negatives="corpus"` and for `config.corpus_negatives`.
   """
 
   def __init__(self, config: RetrievalConfig,
@@ -153,8 +197,16 @@ class RetrievalModel(tfrs.models.Model):
                  normalize=config.normalize,
                  embeddings_regularizer=regularizer,
                  dropout=config.dropout)
-    self.query_model = Tower(features.features_for(features.QUERY),
-                             name="query_tower", **tower)
+    if config.negatives not in NEGATIVES:
+      raise ValueError(f"negatives must be one of {NEGATIVES}, not "
+                       f"{config.negatives!r}")
+    query_features = features.features_for(features.QUERY)
+    token_dropout = {}
+    if config.history_dropout and "user_history" in {
+        f.name for f in query_features}:
+      token_dropout["user_history"] = config.history_dropout
+    self.query_model = Tower(query_features, name="query_tower",
+                             token_dropout=token_dropout, **tower)
     self.candidate_model = Tower(features.features_for(features.CANDIDATE),
                                  name="candidate_tower", **tower)
     self.sampling_probability = None
@@ -163,9 +215,11 @@ class RetrievalModel(tfrs.models.Model):
         raise ValueError("logq_correction needs candidate_frequencies")
       self.sampling_probability = SamplingProbability(candidate_frequencies)
     self._corpus = None
-    if config.corpus_negatives:
+    full_softmax = config.negatives == "corpus"
+    if config.corpus_negatives or full_softmax:
       if corpus is None:
-        raise ValueError("corpus_negatives needs the corpus")
+        raise ValueError(f"negatives={config.negatives!r} / "
+                         "corpus_negatives need the corpus")
       self._corpus = {}
       for spec in features.inputs_for(features.CANDIDATE):
         value = np.asarray(corpus[spec.name])
@@ -173,6 +227,14 @@ class RetrievalModel(tfrs.models.Model):
             value.astype(str) if spec.dtype == tf.string else value,
             spec.dtype)
       self._corpus_size = len(corpus["movie_id"])
+    self.corpus_task = None
+    if full_softmax:
+      ids = np.asarray(corpus["movie_id"]).astype(str)
+      self._corpus_position = tf.lookup.StaticHashTable(
+          tf.lookup.KeyValueTensorInitializer(
+              tf.constant(ids), tf.range(len(ids), dtype=tf.int64)),
+          default_value=-1)
+      self.corpus_task = CorpusSoftmax(config.temperature or None)
     self.task = tfrs.tasks.Retrieval(
         temperature=config.temperature or None,
         num_hard_negatives=config.num_hard_negatives or None,
@@ -180,9 +242,13 @@ class RetrievalModel(tfrs.models.Model):
 
   def compute_loss(self, inputs: Dict[str, tf.Tensor], training=False
                    ) -> tf.Tensor:
-    """In-batch softmax loss of a batch of (user, movie) train examples."""
+    """Softmax loss of a batch of (user, movie) train examples."""
     query = self.query_model(inputs, training=training)
     movie_ids = inputs["movie_id"]
+    if self.corpus_task is not None:
+      corpus = self.candidate_model(self._corpus, training=training)
+      return self.corpus_task(query, corpus,
+                              self._corpus_position.lookup(movie_ids))
     candidate = self.candidate_model(inputs, training=training)
     # q: expected occurrences of each candidate among a step's negatives.
     num_batch = tf.cast(tf.shape(movie_ids)[0], tf.float32)
@@ -211,6 +277,9 @@ class RetrievalModel(tfrs.models.Model):
     index = tf.random.uniform([self.config.corpus_negatives], 0,
                               self._corpus_size, dtype=tf.int32)
     return {k: tf.gather(v, index) for k, v in self._corpus.items()}
+
+
+NEGATIVES = ("corpus", "in_batch")
 
 
 def candidate_frequencies(movie_ids: np.ndarray) -> Dict[str, float]:

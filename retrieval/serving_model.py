@@ -24,14 +24,17 @@ Signatures:
   scores: float32 [B, K]}. The user's inputs (demographics, history) are
   looked up inside the model (`export.EntityTable`); an unknown id gets
   every input's default (OOV embeddings, empty history) and still gets K
-  results. The time context is the latest timestamp of the train data
-  (`default_timestamp`, stored in the model), i.e. "now" as of training.
+  results. `default_timestamp` (the latest train timestamp, stored in the
+  model) is "now" as of training: the time context of the user-id
+  signatures if the query tower reads `timestamp` (the default spec keeps
+  time for ranking only), and what the recommender gives the ranking
+  stage for a new user.
   K = `RetrievalConfig.top_k` (default 100), at most the number of movies.
 * `user_embedding`: {user_id: string [B]} -> {embedding: float32 [B, D]}
   (same lookups and time context as `serving_default`).
 * `serve_features`: every query-tower input explicit (names and dtypes of
   `features.inputs_for(QUERY)`, e.g. user_id, user_gender, ...,
-  user_history, timestamp int64 unix seconds, each [B]) -> same outputs as
+  user_history, each [B]) -> same outputs as
   `serving_default`.
 """
 

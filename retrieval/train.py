@@ -260,6 +260,11 @@ def config_from_flags() -> RetrievalConfig:
   if config.num_hard_negatives and config.num_hard_negatives >= \
       config.batch_size:
     raise cli.UsageError("num_hard_negatives must be < batch_size")
+  if config.negatives not in model_lib.NEGATIVES:
+    raise cli.UsageError(f"--negatives must be one of "
+                         f"{', '.join(model_lib.NEGATIVES)}")
+  if not 0.0 <= config.history_dropout < 1.0:
+    raise cli.UsageError("history_dropout must be in [0, 1)")
   if config.temperature < 0:
     raise cli.UsageError("temperature must be >= 0 (0: none)")
   return config

@@ -123,6 +123,26 @@ def test_mmoe_gates_sum_to_one_and_trains(prepared):
                              rtol=1e-5)
 
 
+@pytest.mark.parametrize("liked_from_rating", [True, False])
+def test_liked_logit_adds_affine_rating(prepared, liked_from_rating):
+  model, config = _build(prepared, model="mmoe",
+                         liked_from_rating=liked_from_rating)
+  batch = _mmoe_batch(prepared, config)
+  out = model.logits(batch)
+  o, _ = model.mmoe(model.cross(model.inputs_layer(batch)[0]))
+  head = tf.squeeze(model.heads["liked"](model.towers["liked"](
+      o[TASKS.index("liked")])), axis=1).numpy()
+  if liked_from_rating:
+    layer = model.liked_from_rating
+    a, b = layer.kernel.numpy()[0, 0], layer.bias.numpy()[0]
+    expected = head + a * out["rating"].numpy() + b
+  else:
+    assert model.liked_from_rating is None
+    expected = head
+  np.testing.assert_allclose(out["liked"].numpy(), expected, rtol=1e-4,
+                             atol=1e-5)
+
+
 def test_bias_tower_in_training_only(prepared):
   model, config = _build(prepared, model="mmoe")
   batch = _mmoe_batch(prepared, config)

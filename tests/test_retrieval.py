@@ -116,10 +116,12 @@ def test_tower_shapes(data):
 
 
 @pytest.mark.parametrize("options", [
-    dict(logq_correction=True, num_hard_negatives=4, embedding_l2=1e-4,
-         dropout=0.1, corpus_negatives=16),
-    dict(logq_correction=False, remove_accidental_hits=False,
-         normalize=False, temperature=0.0, hidden_units=()),
+    dict(negatives="in_batch", logq_correction=True, num_hard_negatives=4,
+         embedding_l2=1e-4, dropout=0.1, corpus_negatives=16),
+    dict(negatives="in_batch", logq_correction=False,
+         remove_accidental_hits=False, normalize=False, temperature=0.0,
+         hidden_units=()),
+    dict(negatives="corpus", history_dropout=0.5, temperature=0.1),
 ])
 def test_loss_options_train(data, options):
   config = train.RetrievalConfig(**{**FAST, **options})
@@ -135,6 +137,70 @@ def test_loss_options_train(data, options):
   history = model.fit(batches, epochs=3, verbose=0)
   assert all(np.isfinite(history.history["loss"]))
   assert float(model.compute_loss(fixed)) < before
+
+
+def test_corpus_softmax_is_full_cross_entropy():
+  rng = np.random.default_rng(0)
+  query = rng.normal(size=(5, 3)).astype(np.float32)
+  corpus = rng.normal(size=(7, 3)).astype(np.float32)
+  positions = np.array([0, 6, 3, -1, 2])
+  loss = float(model_lib.CorpusSoftmax(temperature=0.5)(
+      tf.constant(query), tf.constant(corpus), tf.constant(positions)))
+  scores = query @ corpus.T / 0.5
+  log_softmax = scores - np.log(np.exp(scores).sum(1, keepdims=True))
+  # The query whose positive is not in the corpus (-1) is ignored.
+  expected = -sum(log_softmax[i, p] for i, p in enumerate(positions)
+                  if p >= 0)
+  assert loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_corpus_softmax_model_sees_every_movie(data):
+  """negatives=corpus: the loss of a batch is the full softmax over all
+  movies of the movies table."""
+  config = train.RetrievalConfig(**{**FAST, "history_dropout": 0.0})
+  movies = data.table("movies")
+  model = model_lib.RetrievalModel(config, data.vocabularies,
+                                   model_lib.candidate_frequencies(
+                                       data.train_ratings.movie_id),
+                                   corpus=movies)
+  batch = _batch(data)
+  loss = float(model.compute_loss(batch))
+  query = model.query_model(batch).numpy()
+  corpus = model_lib.embed(model.candidate_model, movies)
+  scores = query @ corpus.T / config.temperature
+  row = {m: i for i, m in enumerate(movies["movie_id"])}
+  targets = [row[m.decode()] for m in batch["movie_id"].numpy()]
+  log_softmax = scores - np.log(np.exp(scores).sum(1, keepdims=True))
+  expected = -log_softmax[np.arange(len(targets)), targets].sum()
+  assert loss == pytest.approx(expected, rel=1e-4)
+
+
+def test_history_embedding_is_a_ragged_mean_with_train_only_dropout(data):
+  feature = features.FEATURE_BY_NAME["user_history"]
+  layer = features.FeatureEmbedding(feature, data.vocabularies,
+                                    token_dropout=0.5)
+  vocab = data.vocabularies.vocab["user_history"]
+  inputs = {"user_history": tf.constant(
+      [f"{vocab[0]}|{vocab[1]}|{vocab[2]}", "", vocab[3], "no-such-id"])}
+  served = layer(inputs).numpy()
+  table = layer.embedding.embeddings.numpy()
+  ids = layer.ids(inputs)
+  expected_first = table[ids[0].numpy()].mean(0)
+  np.testing.assert_allclose(served[0], expected_first, rtol=1e-5)
+  np.testing.assert_allclose(served[1], 0.0)  # empty history
+  np.testing.assert_allclose(served[2], table[ids[2].numpy()[0]], rtol=1e-5)
+  assert np.abs(served[3]).sum() > 0  # unknown id -> OOV bucket
+  # Serving is deterministic; training drops ids at random.
+  np.testing.assert_allclose(layer(inputs).numpy(), served)
+  tf.random.set_seed(1)
+  trained = [layer(inputs, training=True).numpy()[0] for _ in range(20)]
+  assert any(not np.allclose(t, served[0]) for t in trained)
+  with pytest.raises(ValueError, match="multi_categorical"):
+    features.FeatureEmbedding(features.FEATURE_BY_NAME["movie_id"],
+                              data.vocabularies, token_dropout=0.5)
+  with pytest.raises(ValueError, match="not encoded here"):
+    features.FeatureEncoder([features.FEATURE_BY_NAME["movie_id"]],
+                            data.vocabularies, token_dropout={"star": 0.1})
 
 
 def test_oov_ids_embed(data):

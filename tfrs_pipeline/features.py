@@ -131,14 +131,16 @@ FEATURES: List[Feature] = [
     Feature("user_zip_prefix", "user_zip_code", "categorical", 8, _QCR,
             transform="zip_prefix"),
     # The user's rated movies (retrieval query only), embeddings averaged.
-    Feature("user_history", "user_history", "multi_categorical", 64,
+    Feature("user_history", "user_history", "multi_categorical", 128,
             (QUERY,), vocabulary_from="movie_id"),
-    # Context (time of the rating / request).
-    Feature("hour_of_day", "timestamp", "categorical", 4, _QCR,
+    # Context (time of the rating / request), ranking only: in the query
+    # tower it tied retrieval to the time of each train rating, which a
+    # request (one time for all of a user's candidates) cannot reproduce.
+    Feature("hour_of_day", "timestamp", "categorical", 4, (RANKING,),
             transform="hour_of_day"),
-    Feature("day_of_week", "timestamp", "categorical", 4, _QCR,
+    Feature("day_of_week", "timestamp", "categorical", 4, (RANKING,),
             transform="day_of_week"),
-    Feature("time", "timestamp", "bucketized", 8, _QCR,
+    Feature("time", "timestamp", "bucketized", 8, (RANKING,),
             transform="to_float", num_buckets=20),
     # Movie / candidate side.
     Feature("movie_id", "movie_id", "categorical", 32, _CCR),
@@ -306,13 +308,25 @@ class FeatureEmbedding(tf.keras.layers.Layer):
   buckets) and an `Embedding`; `multi_categorical` and `text` average the
   embeddings of their tokens (masking padding); `bucketized` embeds a
   quantile bucket; `numeric` is standardized.
+
+  `multi_categorical` values stay ragged (cost grows with the number of
+  tokens, not with the longest row: user histories run to 1,000+ ids), and
+  `token_dropout` drops each token with that probability in training (a
+  denoising input, as in Mult-DAE; Liang et al., WWW 2018).
   """
 
   def __init__(self, feature: Feature, vocabularies: Vocabularies,
-               embeddings_regularizer=None, **kwargs):
+               embeddings_regularizer=None, token_dropout: float = 0.0,
+               **kwargs):
     super().__init__(name=kwargs.pop("name", f"{feature.name}_embedding"),
                      **kwargs)
+    if token_dropout and feature.kind != "multi_categorical":
+      raise ValueError(f"token_dropout needs a multi_categorical feature, "
+                       f"not {feature.name} ({feature.kind})")
+    if not 0.0 <= token_dropout < 1.0:
+      raise ValueError(f"token_dropout of {feature.name} must be in [0, 1)")
     self.feature = feature
+    self.token_dropout = float(token_dropout)
     kind = feature.kind
     if kind in ("categorical", "multi_categorical"):
       vocab = vocabularies.vocab[feature.name]
@@ -346,25 +360,49 @@ class FeatureEmbedding(tf.keras.layers.Layer):
           mask_zero=kind in ("multi_categorical", "text"),
           name=f"{feature.name}_table")
 
+  def build(self, input_shape):
+    # `multi_categorical` reads the table directly (`_ragged_mean`).
+    if self.embedding is not None and not self.embedding.built:
+      self.embedding.build((None,))
+    super().build(input_shape)
+
   def ids(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
-    """Integer ids [B] (or [B, T] for multi-valued kinds)."""
+    """Integer ids [B] ([B, T] for text, ragged [B, None] for
+    multi_categorical; 0 is padding / the empty token)."""
     x = feature_value(self.feature, inputs)
     if self.feature.kind == "multi_categorical":
-      x = tf.strings.split(x, GENRE_SEPARATOR).to_tensor("")
+      x = tf.strings.split(x, GENRE_SEPARATOR)
     return self._lookup(x)
 
-  def call(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
+  def call(self, inputs: Mapping[str, tf.Tensor], training=False
+           ) -> tf.Tensor:
     kind = self.feature.kind
     if kind == "numeric":
       return tf.reshape(self._lookup(feature_value(self.feature, inputs)),
                         [-1, 1])
     ids = self.ids(inputs)
+    if kind == "multi_categorical":
+      return self._ragged_mean(ids, training)
     emb = self.embedding(ids)
-    if kind in ("multi_categorical", "text"):
+    if kind == "text":
       mask = tf.cast(tf.not_equal(ids, 0), emb.dtype)[..., tf.newaxis]
       emb = tf.reduce_sum(emb * mask, axis=1) / tf.maximum(
           tf.reduce_sum(mask, axis=1), 1.0)
     return emb
+
+  def _ragged_mean(self, ids: tf.RaggedTensor, training) -> tf.Tensor:
+    """Mean embedding of each row's non-padding ids -> [B, dim] (zeros
+    for an empty row)."""
+    keep = tf.not_equal(ids.flat_values, 0)
+    if training and self.token_dropout:
+      keep &= tf.random.uniform(tf.shape(ids.flat_values)) >= \
+          self.token_dropout
+    ids = tf.ragged.boolean_mask(ids, ids.with_flat_values(keep))
+    emb = tf.nn.embedding_lookup(self.embedding.embeddings, ids.flat_values)
+    total = tf.math.unsorted_segment_sum(emb, ids.value_rowids(),
+                                         ids.nrows())
+    count = tf.cast(ids.row_lengths(), emb.dtype)[:, tf.newaxis]
+    return total / tf.maximum(count, 1.0)
 
 
 class FeatureEncoder(tf.keras.layers.Layer):
@@ -375,11 +413,19 @@ class FeatureEncoder(tf.keras.layers.Layer):
   """
 
   def __init__(self, features: Sequence[Feature], vocabularies: Vocabularies,
-               embeddings_regularizer=None, **kwargs):
+               embeddings_regularizer=None,
+               token_dropout: Optional[Mapping[str, float]] = None,
+               **kwargs):
     super().__init__(**kwargs)
     self.features = list(features)
+    token_dropout = dict(token_dropout or {})
+    unknown = set(token_dropout) - {f.name for f in self.features}
+    if unknown:
+      raise ValueError(f"token_dropout for features not encoded here: "
+                       f"{sorted(unknown)}")
     self.embeddings = [
-        FeatureEmbedding(f, vocabularies, embeddings_regularizer)
+        FeatureEmbedding(f, vocabularies, embeddings_regularizer,
+                         token_dropout.get(f.name, 0.0))
         for f in self.features
     ]
     self.slices: Dict[str, slice] = {}
@@ -389,8 +435,10 @@ class FeatureEncoder(tf.keras.layers.Layer):
       start += e.output_dim
     self.output_dim = start
 
-  def call(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
-    return tf.concat([e(inputs) for e in self.embeddings], axis=1)
+  def call(self, inputs: Mapping[str, tf.Tensor], training=False
+           ) -> tf.Tensor:
+    return tf.concat([e(inputs, training=training) for e in self.embeddings],
+                     axis=1)
 
   def embedding_of(self, name: str) -> FeatureEmbedding:
     return self.embeddings[[f.name for f in self.features].index(name)]

@@ -69,7 +69,7 @@ class DataConfig:
   on_bad_line: str = "error"  # error | skip
   seed: int = 42
   shuffle_buffer: int = 100_000
-  history_length: int = 50  # user_history ids per user; 0: empty histories
+  history_length: int = 2000  # user_history ids per user; 0: empty histories
 
 
 @dataclasses.dataclass
