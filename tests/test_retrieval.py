@@ -195,6 +195,10 @@ def test_history_embedding_is_a_ragged_mean_with_train_only_dropout(data):
   tf.random.set_seed(1)
   trained = [layer(inputs, training=True).numpy()[0] for _ in range(20)]
   assert any(not np.allclose(t, served[0]) for t in trained)
+  # Layers after it (Dense, Cross) need the static width.
+  traced = tf.function(lambda x: layer({"user_history": x})).get_concrete_function(
+      tf.TensorSpec([None], tf.string))
+  assert traced.output_shapes.as_list() == [None, feature.dim]
   with pytest.raises(ValueError, match="multi_categorical"):
     features.FeatureEmbedding(features.FEATURE_BY_NAME["movie_id"],
                               data.vocabularies, token_dropout=0.5)
@@ -318,7 +322,10 @@ def test_export_reloads_in_fresh_process(trained, data):
   users = ["1", "2", "no-such-user"]
   table = data.table("users")
   row = {u: i for i, u in enumerate(table["user_id"])}
-  feats = {"user_id": users, "timestamp": [default_ts] * 3}
+  feats = {"user_id": users}
+  if "timestamp" in features.INPUT_BY_NAME and any(
+      i.name == "timestamp" for i in features.inputs_for(features.QUERY)):
+    feats["timestamp"] = [default_ts] * 3
   for spec in features.inputs_for(features.QUERY):
     if spec.entity == features.USER and spec.name != "user_id":
       feats[spec.name] = [str(table[spec.name][row[u]]) if u in row
