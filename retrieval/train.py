@@ -33,6 +33,7 @@ finished all its epochs is only re-evaluated and re-exported.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from typing import Any, Callable, Dict, Optional
@@ -128,6 +129,32 @@ def _write_summaries(logdir: str, config: RetrievalConfig,
   writer.flush()
 
 
+# Fields that may change when resuming a run (the rest shape the model or
+# its training and must match the checkpoint).
+RESUMABLE_CHANGES = ("epochs", "eval_sample", "top_k")
+
+
+def _check_resumable(run: runs.RunDir, config: RetrievalConfig) -> None:
+  """Raises `cli.UsageError` when RUN's checkpoint was trained with another
+  configuration (restoring it would fail on shapes, or silently mix)."""
+  from tfrs_pipeline import cli  # pylint: disable=g-import-not-at-top
+  path = run.file("config.json")
+  if not os.path.exists(path):
+    return
+  with open(path, encoding="utf-8") as f:
+    saved = json.load(f).get("retrieval", {})
+  current = dataclasses.asdict(config)
+  changed = sorted(
+      k for k, v in current.items()
+      if k not in RESUMABLE_CHANGES and k in saved
+      and json.loads(json.dumps(v)) != saved[k])
+  if changed:
+    raise cli.UsageError(
+        f"{run.path} holds a checkpoint trained with different "
+        f"{', '.join(changed)} (see its config.json); resume with the same "
+        f"settings, or use a new --run_dir")
+
+
 def train_and_evaluate(config: RetrievalConfig,
                        data_config: pipeline.DataConfig, run_dir: str,
                        log: Callable[[str], Any] = print) -> Dict[str, Any]:
@@ -142,6 +169,8 @@ def train_and_evaluate(config: RetrievalConfig,
                                     history_length=config.history_length)
   data = pipeline.load_data(data_config, log=log)
   latest = tf.train.latest_checkpoint(run.checkpoints)
+  if latest:
+    _check_resumable(run, config)
   vocab_path = run.file("vocabularies.json")
   if latest and os.path.exists(vocab_path):
     log(f"[train] resuming: vocabularies from {vocab_path}")

@@ -282,6 +282,22 @@ def test_finished_run_is_only_reevaluated(trained, data_config):
       trained["result"]["top_10_accuracy"])
 
 
+def test_resume_with_another_config_is_refused(trained, data_config):
+  from tfrs_pipeline import cli, runs  # pylint: disable=g-import-not-at-top
+  run = runs.RunDir(trained["run_dir"])
+  config = trained["config"]
+  # More epochs (or another eval sample / K) may continue the run ...
+  train._check_resumable(run, dataclasses.replace(
+      config, epochs=config.epochs + 1, eval_sample=7))
+  # ... a different model may not: one clear line, before any restore.
+  other = dataclasses.replace(config, embedding_dim=config.embedding_dim * 2,
+                              temperature=0.3)
+  with pytest.raises(cli.UsageError,
+                     match="different embedding_dim, temperature"):
+    train.train_and_evaluate(other, data_config, trained["run_dir"],
+                             log=_quiet)
+
+
 # ---------------------------------------------------------------------------
 # Export.
 

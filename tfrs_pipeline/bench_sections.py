@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import shutil
 from typing import Any, Callable, Dict, List
 
 import numpy as np
@@ -25,7 +26,10 @@ class Context:
   flags: Any
 
   def run_dir(self, name: str) -> str:
-    return os.path.join(self.out_dir, "runs", name)
+    """A fresh run directory (a benchmark never resumes an old run)."""
+    path = os.path.join(self.out_dir, "runs", name)
+    shutil.rmtree(path, ignore_errors=True)
+    return path
 
   @functools.cached_property
   def frames(self) -> bench.Frames:

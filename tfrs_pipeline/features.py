@@ -311,9 +311,9 @@ class FeatureEmbedding(tf.keras.layers.Layer):
 
   `multi_categorical` values stay ragged and are averaged as a bag of ids
   times the table (cost does not grow with the longest row: user
-  histories run to 1,000+ ids), and
-  `token_dropout` drops each token with that probability in training (a
-  denoising input, as in Mult-DAE; Liang et al., WWW 2018).
+  histories run to 1,000+ ids), and `token_dropout` drops each token with
+  that probability in training (a denoising input, as in Mult-DAE; Liang
+  et al., WWW 2018).
   """
 
   def __init__(self, feature: Feature, vocabularies: Vocabularies,
