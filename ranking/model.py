@@ -109,8 +109,14 @@ class RankingConfig:
     max_train_examples: 0 = all; else only the first N train ratings are
       read (the TFDS files are shuffled at build time; short runs).
     seed: initialization, split, shuffling and negative sampling.
+
+  Default model: `mmoe`, the one that serves best. In the same `make
+  bench` run, behind the same retrieval stage, it ranks the candidates
+  better than DCN-v2 (two-stage NDCG@10 0.285 vs 0.268: its score
+  P(engage) x rating knows what users watch, not only how they rate) and
+  has the lower test RMSE (0.853 vs 0.857), for ~1.7x DCN-v2's fit time.
   """
-  model: str = "dcn"
+  model: str = "mmoe"
   # Shared input layer.
   extra_features: Tuple[str, ...] = ()
   embedding_l2: float = 1e-3

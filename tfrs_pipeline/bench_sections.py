@@ -198,9 +198,22 @@ def e2e_section(ctx: Context) -> Callable[[], Dict]:
       raise RuntimeError("e2e needs the retrieval and ranking sections' "
                          "exports under " + runs_dir)
     data = pipeline.load_data(ctx.data_config)
+    retrieval_export = os.path.join(retrieval_dir, "export", "retrieval")
     quality = e2e.evaluate_two_stage(
-        os.path.join(retrieval_dir, "export", "retrieval"),
-        os.path.join(ranking_dir, "export", "ranking"), data)
+        retrieval_export, os.path.join(ranking_dir, "export", "ranking"),
+        data)
+    # Every ranker the ranking section trained, behind the same retrieval:
+    # what the default ranker is chosen by.
+    by_ranker = {}
+    for name in ("dcn", "mmoe"):
+      export_dir = os.path.join(runs_dir, f"ranking_{name}", "export",
+                                "ranking")
+      if os.path.isdir(export_dir):
+        q = (quality if os.path.basename(ranking_dir) == f"ranking_{name}"
+             else e2e.evaluate_two_stage(retrieval_export, export_dir, data))
+        by_ranker[name] = {k: q[k] for k in (
+            "two_stage_ndcg_at_10", "two_stage_recall_at_10",
+            "retrieval_ndcg_at_10", "retrieval_recall_at_10")}
     serve_runs = os.path.join(ctx.out_dir, "serve_runs")
     _link_serving_runs(retrieval_dir, ranking_dir, serve_runs)
     users = sorted(set(ctx.frames.test.user_id))[:200]
@@ -209,7 +222,7 @@ def e2e_section(ctx: Context) -> Callable[[], Dict]:
         data_dir=ctx.data_config.data_dir, split=ctx.data_config.split,
         user_ids=users, concurrency=ctx.flags.load_concurrency,
         total_requests=ctx.flags.load_requests)
-    return {"quality": quality, "load": load,
+    return {"quality": quality, "load": load, "by_ranker": by_ranker,
             "ranking_model": os.path.basename(ranking_dir)}
   return run
 
@@ -321,8 +334,20 @@ def render_markdown(report: Dict[str, Any]) -> str:
     lines += ["## Two stages end to end", "", _when(e),
               "Users with at least one test movie rated >= 4; relevant = "
               "those movies; train movies excluded.", "", "```",
-              _json(e["quality"]), "```", "",
-              "`/recommend` under load (second process, loopback):", "",
+              _json(e["quality"]), "```", ""]
+    if e.get("by_ranker"):
+      lines += [f"Each ranker behind the same retrieval (serving: "
+                f"{e.get('ranking_model', '?')}):", "",
+                "| ranker | two-stage NDCG@10 | two-stage recall@10 | "
+                "retrieval alone NDCG@10 | retrieval alone recall@10 |",
+                "|---|---|---|---|---|"]
+      for name, q in e["by_ranker"].items():
+        lines.append(f"| {name} | {q['two_stage_ndcg_at_10']:.4f} | "
+                     f"{q['two_stage_recall_at_10']:.4f} | "
+                     f"{q['retrieval_ndcg_at_10']:.4f} | "
+                     f"{q['retrieval_recall_at_10']:.4f} |")
+      lines.append("")
+    lines += ["`/recommend` under load (second process, loopback):", "",
               "```", _json(e["load"]), "```", ""]
   return "\n".join(lines) + "\n"
 
