@@ -245,6 +245,7 @@ class RankingInputs(tf.keras.layers.Layer):
         layer.embedding.embeddings_initializer = (
             tf.keras.initializers.RandomNormal(stddev=0.01))
         self.factors.append(layer)
+
   @property
   def slices(self) -> Dict[str, slice]:
     """Columns of each feature in x0 (`FeatureEncoder.slices`)."""
@@ -260,17 +261,18 @@ class RankingInputs(tf.keras.layers.Layer):
     needed = {f.source for f in self.feature_list}
     return [i for i in features.INPUTS if i.name in needed]
 
-
   @classmethod
-  def from_ranking_config(cls, vocabularies: features.Vocabularies,
-                  config: "RankingConfig", global_mean: float = 0.0,
-                  feature_list: Optional[Sequence[features.Feature]] = None
-                  ) -> "RankingInputs":
+  def from_ranking_config(
+      cls, vocabularies: features.Vocabularies, config: "RankingConfig",
+      global_mean: float = 0.0,
+      feature_list: Optional[Sequence[features.Feature]] = None
+  ) -> "RankingInputs":
     """The input layer both ranking models build from a `RankingConfig`."""
     return cls(vocabularies, feature_list or ranking_features(config),
                config.embedding_dropout, config.bias_terms, global_mean,
                config.factorization_dim, config.embedding_l2,
                config.factorization_l2)
+
   def call(self, inputs: Mapping[str, tf.Tensor], training=False
            ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Returns x0 [B, D], bias [B] (incl. <p_u, q_i>) and the weighted

@@ -40,7 +40,6 @@ import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import tensorflow as tf
 
 from ranking import evaluate, interactions, serving_model
-from ranking import model as model_lib
 from ranking.model import RATED, RankingConfig, build_model, ranking_inputs
 from tfrs_pipeline import features, pipeline, runs
 
@@ -340,8 +339,8 @@ def ranking_data_config(config: RankingConfig,
                         ) -> pipeline.DataConfig:
   """`data_config` with the user-history length the model reads (0 when
   no ranking feature uses `user_history`: nothing to build)."""
-  uses_history = any(f.source == "user_history"
-                     for f in model_lib.ranking_features(config))
+  uses_history = any(i.name == "user_history"
+                     for i in ranking_inputs(config))
   return dataclasses.replace(
       data_config,
       history_length=config.history_length if uses_history else 0)

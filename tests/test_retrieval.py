@@ -339,8 +339,7 @@ def test_export_reloads_in_fresh_process(trained, data):
   table = data.table("users")
   row = {u: i for i, u in enumerate(table["user_id"])}
   feats = {"user_id": users}
-  if "timestamp" in features.INPUT_BY_NAME and any(
-      i.name == "timestamp" for i in features.inputs_for(features.QUERY)):
+  if any(i.name == "timestamp" for i in features.inputs_for(features.QUERY)):
     feats["timestamp"] = [default_ts] * 3
   for spec in features.inputs_for(features.QUERY):
     if spec.entity == features.USER and spec.name != "user_id":

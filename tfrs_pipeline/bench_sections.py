@@ -25,8 +25,8 @@ class Context:
   out_dir: str
   flags: Any
 
-  def run_dir(self, name: str) -> str:
-    """A fresh run directory (a benchmark never resumes an old run)."""
+  def fresh_run_dir(self, name: str) -> str:
+    """RUNS/name, emptied first (a benchmark never resumes an old run)."""
     path = os.path.join(self.out_dir, "runs", name)
     shutil.rmtree(path, ignore_errors=True)
     return path
@@ -50,7 +50,7 @@ def retrieval_section(ctx: Context) -> Callable[[], Dict]:
     from retrieval import train as rtrain  # pylint: disable=g-import-not-at-top
     config = rtrain.RetrievalConfig()
     model = rtrain.train_and_evaluate(config, ctx.data_config,
-                                      ctx.run_dir("retrieval"))
+                                      ctx.fresh_run_dir("retrieval"))
     f = ctx.frames
     rows = [dict(name="two-tower (this project)", seconds=model.get(
         "training_seconds"), **_pick(model, RETRIEVAL_KEYS))]
@@ -139,7 +139,7 @@ def ranking_section(ctx: Context) -> Callable[[], Dict]:
     for name in ("dcn", "mmoe"):
       config = ktrain.RankingConfig(model=name)
       m = ktrain.train_and_evaluate(config, ctx.data_config,
-                                    ctx.run_dir(f"ranking_{name}"))
+                                    ctx.fresh_run_dir(f"ranking_{name}"))
       out["models"][name] = {"config": dataclasses.asdict(config), **{
           k: v for k, v in m.items() if not isinstance(v, (list, dict))}}
     liked = (f.test["user_rating"].to_numpy() >= 4).astype(np.float64)

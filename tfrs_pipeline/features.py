@@ -358,7 +358,7 @@ class FeatureEmbedding(tf.keras.layers.Layer):
     if size:
       self.embedding = tf.keras.layers.Embedding(
           size, feature.dim, embeddings_regularizer=embeddings_regularizer,
-          mask_zero=kind in ("multi_categorical", "text"),
+          mask_zero=kind == "text",
           name=f"{feature.name}_table")
 
   def build(self, input_shape):
