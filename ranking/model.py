@@ -68,9 +68,11 @@ class RankingConfig:
 
   Shared input layer:
     extra_features: spec features (`features.FEATURES`) used in addition
-      to `features_for(RANKING)`, when the spec has them (default none;
-      `user_history`, the user's other train movies, SVD++-like, gave no
-      validation gain for ~40% more step time). See `ranking_features`.
+      to `features_for(RANKING)`, when the spec has them (default none).
+      See `ranking_features`. The spec's ranking features include
+      `rated_movies`, the user's other train movies pooled as SVD++'s
+      implicit feedback (sum / sqrt(n)): it lowered validation RMSE by
+      ~0.006 (0.8557 vs ~0.862 after 6 epochs in the same experiment).
     history_length: user_history ids per user when a feature reads them
       (`DataConfig.history_length`; the data carries none otherwise).
     embedding_l2: L2 penalty on the embeddings looked up in a batch
@@ -104,6 +106,8 @@ class RankingConfig:
       or `rating`.
   Training:
     learning_rate, batch_size, epochs (max), max_train_seconds (fit).
+    lr_schedule: `cosine` (default) decays the learning rate to 0 at
+      `epochs` (`optim.adam`); `constant` keeps it.
     patience: early stopping on the validation RMSE (validation carved
       from train: `validation_fraction`), best weights restored.
     max_train_examples: 0 = all; else only the first N train ratings are
@@ -148,8 +152,9 @@ class RankingConfig:
   score: str = "engage_x_rating"
   max_train_seconds: float = 420.0  # fit budget, 0 = none (train.py)
   learning_rate: float = 2e-3
+  lr_schedule: str = "cosine"  # constant | cosine (to 0 at `epochs`)
   batch_size: int = 4096
-  epochs: int = 20
+  epochs: int = 6
   patience: int = 2
   validation_fraction: float = 0.05
   max_train_examples: int = 0
@@ -163,7 +168,8 @@ class RankingConfig:
     self.bias_tower_layers = tuple(int(u) for u in self.bias_tower_layers)
     checks = {"model": ("dcn", "mmoe"), "structure": ("stacked", "parallel"),
               "negative_sampling": ("uniform", "popularity"),
-              "score": ("engage_x_rating", "rating")}
+              "score": ("engage_x_rating", "rating"),
+              "lr_schedule": ("constant", "cosine")}
     for name, allowed in checks.items():
       if getattr(self, name) not in allowed:
         raise ValueError(f"{name}={getattr(self, name)!r}: expected one of "
@@ -563,7 +569,11 @@ class MMoE(tfrs.models.Model):
     self.heads = {t: tf.keras.layers.Dense(1, name=f"{t}_head")
                   for t in TASKS}
     self.liked_from_rating = (
-        tf.keras.layers.Dense(1, name="liked_from_rating")
+        # Starts as sigmoid(2 * (rating - 3.5)): liked = rating >= 4.
+        tf.keras.layers.Dense(
+            1, kernel_initializer=tf.keras.initializers.Constant(2.0),
+            bias_initializer=tf.keras.initializers.Constant(-7.0),
+            name="liked_from_rating")
         if config.liked_from_rating else None)
     self.bias_tower = BiasTower(
         BiasFeatures(user_counts or {}, movie_counts or {},

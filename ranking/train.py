@@ -41,7 +41,7 @@ import tensorflow as tf
 
 from ranking import evaluate, interactions, serving_model
 from ranking.model import RATED, RankingConfig, build_model, ranking_inputs
-from tfrs_pipeline import features, pipeline, runs
+from tfrs_pipeline import features, optim, pipeline, runs
 
 __all__ = ["RankingConfig", "Prepared", "train_and_evaluate", "main",
            "sample_negatives", "prepare", "fit"]
@@ -229,8 +229,15 @@ def with_negatives(ratings: Columns, prepared: Prepared,
 
 
 def dataset(columns: Columns, batch_size: int,
-            seed: Optional[int] = None) -> tf.data.Dataset:
+            seed: Optional[int] = None,
+            encoder: Optional[features.FeatureEncoder] = None
+            ) -> tf.data.Dataset:
+  """Batches of `columns` (shuffled when `seed` is given). With `encoder`
+  its bag-of-ids features (user histories, genres) are looked up once and
+  cached (`FeatureEncoder.with_ids`) instead of in every epoch's steps."""
   ds = tf.data.Dataset.from_tensor_slices(dict(columns))
+  if encoder is not None:
+    ds = encoder.with_ids(ds, drop_sources=True).cache()
   if seed is not None:
     ds = ds.shuffle(len(next(iter(columns.values()))), seed=seed,
                     reshuffle_each_iteration=True)
@@ -298,7 +305,9 @@ def fit(config: RankingConfig, prepared: Prepared, run: runs.RunDir,
                                 config.seed + 1, exclude=prepared.train)
   log(f"[ranking] {config.model}: {len(train[features.LABEL])} train / "
       f"{len(validation[features.LABEL])} validation examples")
-  model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate))
+  model.compile(optimizer=optim.adam(
+      config.learning_rate, config.lr_schedule, config.epochs
+      * optim.steps_per_epoch(len(train[features.LABEL]), config.batch_size)))
   callbacks = [
       tf.keras.callbacks.EarlyStopping(
           monitor=monitor_metric(config), mode="min",
@@ -313,8 +322,9 @@ def fit(config: RankingConfig, prepared: Prepared, run: runs.RunDir,
   ]
   if config.max_train_seconds:
     callbacks.append(_TimeBudget(config.max_train_seconds, log))
-  model.fit(dataset(train, config.batch_size, config.seed),
-            validation_data=dataset(validation, 8192),
+  encoder = model.inputs_layer.encoder
+  model.fit(dataset(train, config.batch_size, config.seed, encoder),
+            validation_data=dataset(validation, 8192, encoder=encoder),
             epochs=config.epochs, callbacks=callbacks, verbose=verbose)
   return model
 

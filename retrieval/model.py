@@ -69,6 +69,7 @@ class RetrievalConfig:
   batch_size: int = 2048
   epochs: int = 8
   learning_rate: float = 0.003  # Adam
+  lr_schedule: str = "cosine"  # constant | cosine (to 0 over all epochs)
   eval_sample: int = 5000  # test ratings for the per-epoch top-k metrics
   top_k: int = 100  # K of the exported index
   seed: int = 42
@@ -239,6 +240,17 @@ class RetrievalModel(tfrs.models.Model):
         temperature=config.temperature or None,
         num_hard_negatives=config.num_hard_negatives or None,
         remove_accidental_hits=config.remove_accidental_hits)
+
+  def training_examples(self, ds: tf.data.Dataset) -> tf.data.Dataset:
+    """Unbatched train examples with the query tower's bag-of-ids
+    features looked up once (`FeatureEncoder.with_ids`; cache the result),
+    their raw strings dropped when the candidate tower does not read
+    them."""
+    encoder = self.query_model.encoder
+    bags = {f.source for f in encoder.features
+            if f.kind == "multi_categorical"}
+    shared = bags & {f.source for f in self.candidate_model.encoder.features}
+    return encoder.with_ids(ds, drop_sources=not shared)
 
   def compute_loss(self, inputs: Dict[str, tf.Tensor], training=False
                    ) -> tf.Tensor:

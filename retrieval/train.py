@@ -47,7 +47,7 @@ from retrieval import evaluate as evaluate_lib
 from retrieval import model as model_lib
 from retrieval import serving_model
 from retrieval.model import RetrievalConfig
-from tfrs_pipeline import features, metrics, pipeline, runs
+from tfrs_pipeline import features, metrics, optim, pipeline, runs
 
 __all__ = ["RetrievalConfig", "train_and_evaluate", "main"]
 
@@ -183,10 +183,12 @@ def train_and_evaluate(config: RetrievalConfig,
   frequencies = model_lib.candidate_frequencies(train_ratings.movie_id)
   model = model_lib.RetrievalModel(config, data.vocabularies, frequencies,
                                    corpus=data.table("movies"))
-  optimizer = tf.keras.optimizers.Adam(config.learning_rate)
+  optimizer = optim.adam(
+      config.learning_rate, config.lr_schedule, config.epochs
+      * optim.steps_per_epoch(data.num_train, config.batch_size))
   model.compile(optimizer=optimizer)
-  train = data.batches(data.train, config.batch_size,
-                       shuffle_seed=config.seed)
+  train = data.batches(model.training_examples(data.train),
+                       config.batch_size, shuffle_seed=config.seed)
   # Build variables (model and optimizer slots) before restoring.
   for batch in data.train.batch(8).take(1):
     model.compute_loss(batch)
@@ -292,6 +294,9 @@ def config_from_flags() -> RetrievalConfig:
   if config.negatives not in model_lib.NEGATIVES:
     raise cli.UsageError(f"--negatives must be one of "
                          f"{', '.join(model_lib.NEGATIVES)}")
+  if config.lr_schedule not in optim.LR_SCHEDULES:
+    raise cli.UsageError(f"--lr_schedule must be one of "
+                         f"{', '.join(optim.LR_SCHEDULES)}")
   if not 0.0 <= config.history_dropout < 1.0:
     raise cli.UsageError("history_dropout must be in [0, 1)")
   if config.temperature < 0:

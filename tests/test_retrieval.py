@@ -175,7 +175,7 @@ def test_corpus_softmax_model_sees_every_movie(data):
   assert loss == pytest.approx(expected, rel=1e-4)
 
 
-def test_history_embedding_is_a_ragged_mean_with_train_only_dropout(data):
+def test_history_embedding_pools_ragged_ids_with_train_only_dropout(data):
   feature = features.FEATURE_BY_NAME["user_history"]
   layer = features.FeatureEmbedding(feature, data.vocabularies,
                                     token_dropout=0.5)
@@ -185,8 +185,15 @@ def test_history_embedding_is_a_ragged_mean_with_train_only_dropout(data):
   served = layer(inputs).numpy()
   table = layer.embedding.embeddings.numpy()
   ids = layer.ids(inputs)
-  expected_first = table[ids[0].numpy()].mean(0)
+  assert feature.combiner == "sqrtn"  # sum / sqrt(count)
+  expected_first = table[ids[0].numpy()].sum(0) / np.sqrt(3)
   np.testing.assert_allclose(served[0], expected_first, rtol=1e-5)
+  averaged = features.FeatureEmbedding(
+      dataclasses.replace(feature, combiner="mean"), data.vocabularies)
+  averaged(inputs)
+  averaged.set_weights(layer.get_weights())
+  np.testing.assert_allclose(averaged(inputs).numpy()[0],
+                             table[ids[0].numpy()].mean(0), rtol=1e-5)
   np.testing.assert_allclose(served[1], 0.0)  # empty history
   np.testing.assert_allclose(served[2], table[ids[2].numpy()[0]], rtol=1e-5)
   assert np.abs(served[3]).sum() > 0  # unknown id -> OOV bucket
@@ -199,12 +206,31 @@ def test_history_embedding_is_a_ragged_mean_with_train_only_dropout(data):
   traced = tf.function(lambda x: layer({"user_history": x})).get_concrete_function(
       tf.TensorSpec([None], tf.string))
   assert traced.output_shapes.as_list() == [None, feature.dim]
+  with pytest.raises(ValueError, match="combiner"):
+    features.FeatureEmbedding(dataclasses.replace(feature, combiner="max"),
+                              data.vocabularies)
   with pytest.raises(ValueError, match="multi_categorical"):
     features.FeatureEmbedding(features.FEATURE_BY_NAME["movie_id"],
                               data.vocabularies, token_dropout=0.5)
   with pytest.raises(ValueError, match="not encoded here"):
     features.FeatureEncoder([features.FEATURE_BY_NAME["movie_id"]],
                             data.vocabularies, token_dropout={"star": 0.1})
+
+
+def test_precomputed_history_ids_give_the_same_query_and_loss(data):
+  config = train.RetrievalConfig(**FAST)
+  model = model_lib.RetrievalModel(config, data.vocabularies, {"1": 1.0},
+                                   corpus=data.table("movies"))
+  raw = next(iter(data.train.batch(16)))
+  with_ids = next(iter(model.training_examples(data.train).batch(16)))
+  assert "user_history" not in with_ids  # looked up once, strings dropped
+  ids = with_ids["user_history_ids"]
+  assert isinstance(ids, tf.RaggedTensor) and ids.dtype == tf.int32
+  np.testing.assert_array_equal(raw["user_id"], with_ids["user_id"])
+  np.testing.assert_allclose(model.query_model(with_ids).numpy(),
+                             model.query_model(raw).numpy(), rtol=1e-5)
+  assert float(model.compute_loss(with_ids)) == pytest.approx(
+      float(model.compute_loss(raw)), rel=1e-5)
 
 
 def test_oov_ids_embed(data):
