@@ -24,10 +24,11 @@ Signatures:
   model: "now" as of training.
 * `serve_features`: every ranking input explicit (names and dtypes of
   `features.inputs_for(RANKING)` plus the inputs of
-  `RankingConfig.extra_features`, e.g. `user_history`, each [B];
-  timestamp int64 unix seconds) -> the same outputs. The user-id
-  signature looks `user_history` up in the users table (all of the
-  user's train movies, most recent first).
+  `RankingConfig.extra_features`, each [B]; `user_history` is the
+  `|`-joined movie ids `rated_movies` reads; timestamp int64 unix
+  seconds) -> the same outputs. The user-id signature looks
+  `user_history` up in the users table (all of the user's train movies,
+  most recent first).
 
 `score`: DCN: the predicted rating. MMoE: P(engage) * E[rating] by default
 (`RankingConfig.score="engage_x_rating"`: the expected rating mass of
@@ -67,7 +68,7 @@ class RankingServer(tf.Module):
     super().__init__(name="ranking_server")
     self.model = model
     # `features.inputs_for(RANKING)` plus the inputs of the config's
-    # `extra_features` (e.g. user_history), as the model reads them.
+    # `extra_features`, as the model reads them.
     self.ranking_inputs = list(model.inputs_layer.input_specs)
     self.outputs = (OUTPUTS_MMOE if type(model).__name__ == "MMoE"
                     else OUTPUTS_DCN)

@@ -61,7 +61,8 @@ class Feature:
     name: feature name (embedding layer names derive from it).
     source: name of the `Input` it is computed from.
     kind: `categorical` (one id), `multi_categorical` (`|`-joined ids,
-      embeddings averaged), `text` (tokenized, embeddings averaged),
+      embeddings pooled by `combiner`), `text` (tokenized, embeddings
+      averaged),
       `bucketized` (quantile buckets of a number) or `numeric`
       (normalized scalar, width 1).
     dim: embedding size (ignored for `numeric`).
@@ -318,8 +319,8 @@ class FeatureEmbedding(tf.keras.layers.Layer):
   embeddings of their tokens (masking padding); `bucketized` embeds a
   quantile bucket; `numeric` is standardized.
 
-  `multi_categorical` values stay ragged and are averaged as a bag of ids
-  times the table (cost does not grow with the longest row: user
+  `multi_categorical` values stay ragged and are pooled (mean or sum /
+  sqrt(count), the feature's `combiner`) as a bag of ids times the table (cost does not grow with the longest row: user
   histories run to 1,000+ ids), and `token_dropout` drops each token with
   that probability in training (a denoising input, as in Mult-DAE; Liang
   et al., WWW 2018).
