@@ -185,15 +185,18 @@ def test_history_embedding_pools_ragged_ids_with_train_only_dropout(data):
   served = layer(inputs).numpy()
   table = layer.embedding.embeddings.numpy()
   ids = layer.ids(inputs)
-  assert feature.combiner == "sqrtn"  # sum / sqrt(count)
-  expected_first = table[ids[0].numpy()].sum(0) / np.sqrt(3)
+  assert feature.combiner == "mean"
+  expected_first = table[ids[0].numpy()].mean(0)
   np.testing.assert_allclose(served[0], expected_first, rtol=1e-5)
-  averaged = features.FeatureEmbedding(
-      dataclasses.replace(feature, combiner="mean"), data.vocabularies)
-  averaged(inputs)
-  averaged.set_weights(layer.get_weights())
-  np.testing.assert_allclose(averaged(inputs).numpy()[0],
-                             table[ids[0].numpy()].mean(0), rtol=1e-5)
+  # rated_movies (ranking) pools the same ids as sum / sqrt(count).
+  assert features.FEATURE_BY_NAME["rated_movies"].combiner == "sqrtn"
+  sqrtn = features.FeatureEmbedding(
+      dataclasses.replace(feature, combiner="sqrtn"), data.vocabularies)
+  sqrtn(inputs)
+  sqrtn.set_weights(layer.get_weights())
+  np.testing.assert_allclose(sqrtn(inputs).numpy()[0],
+                             table[ids[0].numpy()].sum(0) / np.sqrt(3),
+                             rtol=1e-5)
   np.testing.assert_allclose(served[1], 0.0)  # empty history
   np.testing.assert_allclose(served[2], table[ids[2].numpy()[0]], rtol=1e-5)
   assert np.abs(served[3]).sum() > 0  # unknown id -> OOV bucket
