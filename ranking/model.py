@@ -55,7 +55,7 @@ import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from tfrs_pipeline import features
+from tfrs_pipeline import features, optim
 
 LIKED_THRESHOLD = 4.0
 RATED = "rated"  # label: 1 for a real rating, 0 for a sampled negative
@@ -169,7 +169,7 @@ class RankingConfig:
     checks = {"model": ("dcn", "mmoe"), "structure": ("stacked", "parallel"),
               "negative_sampling": ("uniform", "popularity"),
               "score": ("engage_x_rating", "rating"),
-              "lr_schedule": ("constant", "cosine")}
+              "lr_schedule": optim.LR_SCHEDULES}
     for name, allowed in checks.items():
       if getattr(self, name) not in allowed:
         raise ValueError(f"{name}={getattr(self, name)!r}: expected one of "

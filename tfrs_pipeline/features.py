@@ -32,6 +32,7 @@ import tensorflow as tf
 USER, MOVIE, CONTEXT = "user", "movie", "context"
 QUERY, CANDIDATE, RANKING = "query", "candidate", "ranking"
 GENRE_SEPARATOR = "|"
+COMBINERS = ("mean", "sqrtn")  # pooling of multi_categorical embeddings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -320,10 +321,10 @@ class FeatureEmbedding(tf.keras.layers.Layer):
   quantile bucket; `numeric` is standardized.
 
   `multi_categorical` values stay ragged and are pooled (mean or sum /
-  sqrt(count), the feature's `combiner`) as a bag of ids times the table (cost does not grow with the longest row: user
-  histories run to 1,000+ ids), and `token_dropout` drops each token with
-  that probability in training (a denoising input, as in Mult-DAE; Liang
-  et al., WWW 2018).
+  sqrt(count), the feature's `combiner`) as a bag of ids times the table
+  (cost does not grow with the longest row: user histories run to 1,000+
+  ids), and `token_dropout` drops each token with that probability in
+  training (a denoising input, as in Mult-DAE; Liang et al., WWW 2018).
   """
 
   def __init__(self, feature: Feature, vocabularies: Vocabularies,
@@ -334,9 +335,9 @@ class FeatureEmbedding(tf.keras.layers.Layer):
     if token_dropout and feature.kind != "multi_categorical":
       raise ValueError(f"token_dropout needs a multi_categorical feature, "
                        f"not {feature.name} ({feature.kind})")
-    if feature.combiner not in ("mean", "sqrtn"):
-      raise ValueError(f"combiner of {feature.name} must be mean or sqrtn, "
-                       f"not {feature.combiner!r}")
+    if feature.combiner not in COMBINERS:
+      raise ValueError(f"combiner of {feature.name} must be one of "
+                       f"{COMBINERS}, not {feature.combiner!r}")
     if not 0.0 <= token_dropout < 1.0:
       raise ValueError(f"token_dropout of {feature.name} must be in [0, 1)")
     self.feature = feature
