@@ -6,6 +6,10 @@ is split into blocks by feature (`FeatureEncoder.slices`); block (i, j)
 holds the weights with which feature j's columns enter feature i's
 columns, and its Frobenius norm ||W_ij||_F is the strength of the i x j
 interaction. The result is an [F, F] matrix, drawn as a labeled heatmap.
+The paper's features all have one embedding width; ours do not (4 to 128
+columns), and a Frobenius norm grows with the block's size, so the plot
+shows the per-weight (RMS) norm ||W_ij||_F / sqrt(|i| |j|); both are kept
+in the metrics.
 
 Gate utilization (MMoE): the mean softmax gate weight per expert for each
 task over the test ratings, [tasks, experts], drawn as grouped bars.
@@ -30,41 +34,50 @@ matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402
 
 HEATMAP_FILE = "interactions.png"
+MODEL_NAMES = {"dcn": "DCN-v2", "mmoe": "MMoE"}  # plot titles
 GATES_FILE = "gates.png"
 
 
-def interaction_matrix(weight: np.ndarray, slices: Mapping[str, slice]
+def interaction_matrix(weight: np.ndarray, slices: Mapping[str, slice],
+                       per_weight: bool = False
                        ) -> Tuple[List[str], np.ndarray]:
   """Block Frobenius norms of a cross weight matrix.
 
   Args:
     weight: [D, D] cross weight matrix W (rows: output columns).
     slices: {feature: slice of its columns}, in feature order.
+    per_weight: divide each block's norm by sqrt(its number of weights)
+      (RMS), so features of different widths compare.
 
   Returns:
-    (feature names [F], matrix [F, F] with entry (i, j) = ||W[i, j]||_F).
+    (feature names [F], matrix [F, F] with entry (i, j) = ||W[i, j]||_F,
+    or ||W[i, j]||_F / sqrt(|i| |j|) when `per_weight`).
   """
   names = list(slices)
   out = np.zeros((len(names), len(names)), np.float64)
   for i, a in enumerate(names):
     for j, b in enumerate(names):
-      out[i, j] = np.linalg.norm(weight[slices[a], slices[b]])
+      block = weight[slices[a], slices[b]]
+      out[i, j] = np.linalg.norm(block)
+      if per_weight:
+        out[i, j] /= np.sqrt(max(block.size, 1))
   return names, out
 
 
-def model_interactions(model, layer: int = 0
+def model_interactions(model, layer: int = 0, per_weight: bool = False
                        ) -> Optional[Tuple[List[str], np.ndarray]]:
   """`interaction_matrix` of a DCN / MMoE model's cross layer `layer`;
   None when the model has no cross layer."""
   weights = model.cross_network.weight_matrices()
   if not weights:
     return None
-  return interaction_matrix(weights[layer], model.inputs_layer.slices)
+  return interaction_matrix(weights[layer], model.inputs_layer.slices,
+                            per_weight)
 
 
 def plot_heatmap(names: Sequence[str], matrix: np.ndarray, path: str,
-                 title: str = "DCN-v2 feature interactions "
-                 "(||W_ij||_F, first cross layer)") -> str:
+                 title: str = "Feature interactions "
+                 "(||W_ij||_F / sqrt(|W_ij|), first cross layer)") -> str:
   """Labeled heatmap PNG of an [F, F] interaction matrix."""
   n = len(names)
   fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * n + 2), max(5.0, 0.5 * n
@@ -118,15 +131,20 @@ def write_all(model, config, prepared, run, metrics: Dict, log=print
               ) -> Dict[str, str]:
   """Heatmap (if the model has cross layers) and gate plot (MMoE) into the
   run directory and TensorBoard; records the matrices in `metrics`."""
-  del config, prepared
+  del prepared
   written = {}
   found = model_interactions(model)
   if found is not None:
     names, matrix = found
-    path = plot_heatmap(names, matrix, run.file(HEATMAP_FILE))
+    _, rms = model_interactions(model, per_weight=True)
+    path = plot_heatmap(
+        names, rms, run.file(HEATMAP_FILE),
+        title=f"{MODEL_NAMES.get(config.model, config.model)} feature "
+        "interactions (||W_ij||_F / sqrt(|W_ij|), first cross layer)")
     log_image(path, run.logs, "feature_interactions")
     metrics["interactions"] = {"features": names,
-                               "matrix": matrix.round(5).tolist()}
+                               "matrix": matrix.round(5).tolist(),
+                               "matrix_per_weight": rms.round(6).tolist()}
     written["interactions"] = path
     log(f"[ranking] wrote {path}")
   if "gate_utilization" in metrics:

@@ -4,6 +4,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -38,6 +40,40 @@ def test_describe_counts_match_generated_data(fake_raw, fake_data_dir):
   rated = data.movies[data.movies.movie_id.isin(set(data.ratings.movie_id))]
   assert counts["director_coverage"]["known"] == int(
       (rated.director != raw.UNKNOWN).sum())
+
+
+def test_fingerprint_follows_content_not_mtime(tmp_path):
+  facts = fakedata.write_raw_dir(str(tmp_path / "raw"))
+  before = raw.fingerprint(facts["path"])
+  ratings = os.path.join(facts["path"], "ml-1m", "ratings.dat")
+  os.utime(ratings, (1, 1))  # a fresh copy of the same files
+  assert raw.fingerprint(facts["path"]) == before
+  with open(ratings, "rb") as f:
+    content = bytearray(f.read())
+  i = content.index(b"::", 5)  # one rating digit changes, same size
+  content[i - 1:i] = b"9" if content[i - 1:i] != b"9" else b"8"
+  with open(ratings, "wb") as f:
+    f.write(bytes(content))
+  assert raw.fingerprint(facts["path"]) != before
+
+
+def test_concurrent_build_waits_for_the_lock(tmp_path):
+  facts = fakedata.write_raw_dir(str(tmp_path / "raw"), num_users=20)
+  data_dir = str(tmp_path / "tfds")
+  b = dataset.builder("movies", data_dir, facts["path"])
+  messages, done = [], []
+  with dataset.build_lock(b):  # another process's build, as it were
+    worker = threading.Thread(target=lambda: done.append(dataset.prepare(
+        data_dir, facts["path"], ["movies"], log=messages.append)))
+    worker.start()
+    deadline = time.time() + 30
+    while not any("waiting" in m for m in messages) and time.time() < deadline:
+      time.sleep(0.05)
+    assert worker.is_alive() and not done
+    assert any("another process is building it" in m for m in messages)
+  worker.join(120)
+  assert done and done[0]["movies"]["source_id"] == raw.fingerprint(
+      facts["path"])
 
 
 def test_build_reports_skipped_lines_and_rebuilds_on_change(tmp_path):

@@ -101,6 +101,9 @@ def test_interaction_matrix_blocks_and_png(prepared, tmp_path):
   _, m = interactions.interaction_matrix(
       toy, {"a": slice(0, 1), "b": slice(1, 3)})
   np.testing.assert_allclose(m, [[0, 5], [0, 0]])
+  _, m = interactions.interaction_matrix(
+      toy, {"a": slice(0, 1), "b": slice(1, 3)}, per_weight=True)
+  np.testing.assert_allclose(m, [[0, 5 / np.sqrt(2)], [0, 0]])
   path = interactions.plot_heatmap(names, matrix, str(tmp_path / "h.png"))
   with open(path, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -208,6 +208,11 @@ def test_recommend_known_user(rec, catalog):
   assert all(r["title"] and isinstance(r["genres"], list) for r in rows)
 
 
+def test_warm_up(rec):
+  seconds = rec.warm_up()
+  assert 0 < seconds < 60
+
+
 def test_exported_k_caps_candidates(rec):
   assert rec.exported_k <= 100
   assert rec.info()["num_candidates"] == min(200, rec.exported_k)

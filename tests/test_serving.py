@@ -65,7 +65,8 @@ def test_health_and_readiness(server, client):  # pylint: disable=redefined-oute
   # (loading) unless loading won the race.
   assert status in (200, 503)
   if status == 503:
-    assert body["status"] in ("starting", "loading tables", "loading models")
+    assert body["status"] in ("starting", "loading tables", "loading models",
+                              "warming up")
   r = client.get("/health")
   assert r.status_code == 200
   models = r.json()["models"]

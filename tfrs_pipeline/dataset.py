@@ -10,10 +10,12 @@ Data directory: `--data_dir`, else `$TFRS_DATA_DIR`, else
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, Iterator, Optional
 
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import tensorflow as tf
@@ -68,14 +70,41 @@ def prepare(data_dir: Optional[str] = None, raw_data: Optional[str] = None,
     elif not overwrite and _is_current(b, source, on_bad_line):
       log(f"[data] {b.info.full_name}: up to date in {b.data_dir}")
     else:
-      b = _build(config, b, data_dir, raw_data, raw_dir, source, on_bad_line,
-                 log)
+      with build_lock(b, log):
+        # Another process may have built it while this one waited.
+        b = builder(config, data_dir, raw_data, on_bad_line)
+        if not overwrite and _is_current(b, source, on_bad_line):
+          log(f"[data] {b.info.full_name}: built by another process")
+        else:
+          b = _build(config, b, data_dir, raw_data, raw_dir, source,
+                     on_bad_line, log)
     out[config] = dict(b.info.metadata)
     skipped = out[config].get("skipped", {}).get("skipped_total", 0)
     if skipped:
       log(f"[data] skipped {skipped} bad lines: "
           f"{out[config]['skipped']['skipped_lines']}")
   return out
+
+
+@contextlib.contextmanager
+def build_lock(b, log=print) -> Iterator[None]:
+  """Exclusive lock (`fcntl.flock`) on building one config in one data
+  directory, so two processes never build into the same folder; a second
+  one waits, then finds the build done."""
+  folder = os.path.dirname(os.path.dirname(b.data_dir))  # .../<name>/<config>
+  os.makedirs(folder, exist_ok=True)
+  path = os.path.join(folder, f".{b.builder_config.name}.lock")
+  with open(path, "a", encoding="utf-8") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      log(f"[data] {b.info.full_name}: another process is building it; "
+          f"waiting for {path}")
+      fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _build(config, b, data_dir, raw_data, raw_dir, source, on_bad_line, log):

@@ -247,8 +247,11 @@ def runs_loader(runs_dir: str, data_config, history: str = "train",
     state.stage = "loading tables"
     catalog = recommend.load_catalog(data_config, history, log=log.info)
     state.stage = "loading models"
-    return recommend.Recommender.from_runs(runs_dir, catalog,
-                                           num_candidates=num_candidates)
+    recommender = recommend.Recommender.from_runs(
+        runs_dir, catalog, num_candidates=num_candidates)
+    state.stage = "warming up"
+    log.info("warm-up requests took %.1f s", recommender.warm_up())
+    return recommender
   return load
 
 
