@@ -44,7 +44,7 @@ install:
 	@bash scripts/install_chromium.sh
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
 
 data: install
 	$(CLI) data prepare $(RAW_FLAG) $(DATA_FLAG)

@@ -240,6 +240,10 @@ class RetrievalModel(tfrs.models.Model):
         temperature=config.temperature or None,
         num_hard_negatives=config.num_hard_negatives or None,
         remove_accidental_hits=config.remove_accidental_hits)
+    # The loss that `tfrs.models.Model.train_step` reports is the last
+    # batch's sum (epoch logs: a short last batch looks like a drop); this
+    # is the softmax loss per example, averaged over the epoch.
+    self.loss_per_example = tf.keras.metrics.Mean(name="loss_per_example")
 
   def training_examples(self, ds: tf.data.Dataset) -> tf.data.Dataset:
     """Unbatched train examples with the query tower's bag-of-ids
@@ -254,7 +258,15 @@ class RetrievalModel(tfrs.models.Model):
 
   def compute_loss(self, inputs: Dict[str, tf.Tensor], training=False
                    ) -> tf.Tensor:
-    """Softmax loss of a batch of (user, movie) train examples."""
+    """Softmax loss of a batch of (user, movie) train examples, summed."""
+    loss = self._softmax_loss(inputs, training)
+    size = tf.cast(tf.shape(inputs["movie_id"])[0], loss.dtype)
+    self.loss_per_example.update_state(loss / tf.maximum(size, 1.0),
+                                       sample_weight=size)
+    return loss
+
+  def _softmax_loss(self, inputs: Dict[str, tf.Tensor], training: bool
+                    ) -> tf.Tensor:
     query = self.query_model(inputs, training=training)
     movie_ids = inputs["movie_id"]
     if self.corpus_task is not None:

@@ -17,7 +17,9 @@ What a run writes (`tfrs_pipeline.runs`):
     RUN/vocabularies.json  train vocabularies
     RUN/checkpoints/       tf.train.CheckpointManager: model, optimizer and
                            epoch counter, saved after every epoch
-    RUN/logs/              TensorBoard: epoch loss and sampled test top-k
+    RUN/logs/              TensorBoard: epoch loss (`loss_per_example`:
+                           the epoch's mean softmax loss; `loss` is
+                           TFRS's last-batch sum) and sampled test top-k
                            accuracy per epoch, final metrics, hparams,
                            movie embeddings in the projector
                            (logs/projector, metadata title/genres/
@@ -73,7 +75,8 @@ class _EpochEnd(tf.keras.callbacks.Callback):
                                         movie_emb, ks=(10, 100))
       for k, v in acc.items():
         logs[f"sampled_test_{k}"] = v
-      self._log(f"[train] epoch {epoch + 1}: loss {logs.get('loss', 0):.1f}, "
+      self._log(f"[train] epoch {epoch + 1}: loss per example "
+                f"{logs.get('loss_per_example', 0):.4f}, "
                 + ", ".join(f"sampled test {k} {v:.4f}"
                             for k, v in acc.items()))
     self._epoch.assign(epoch + 1)

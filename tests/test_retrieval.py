@@ -282,11 +282,32 @@ def test_train_writes_run(trained):
   assert ckpt.endswith("ckpt-2")
 
 
+def test_loss_per_example_is_the_mean_over_all_examples(data):
+  # No history dropout: training-mode losses equal the ones computed here.
+  config = train.RetrievalConfig(**FAST, history_dropout=0.0)
+  model = model_lib.RetrievalModel(
+      config, data.vocabularies,
+      model_lib.candidate_frequencies(data.train_ratings.movie_id),
+      corpus=data.table("movies"))
+  big, small = list(data.train.batch(64).take(2))
+  small = {k: v[:5] for k, v in small.items()}  # a short last batch
+  sums = [float(model.compute_loss(b)) for b in (big, small)]
+  assert float(model.loss_per_example.result()) == pytest.approx(
+      sum(sums) / 69, rel=1e-5)
+  model.compile(tf.keras.optimizers.Adam(0.0))
+  history = model.fit(tf.data.Dataset.from_tensors(big).concatenate(
+      tf.data.Dataset.from_tensors(small)), epochs=1, verbose=0)
+  # TFRS's own `loss` is the last batch's sum; ours averages the epoch.
+  assert history.history["loss"][0] == pytest.approx(sums[1], rel=1e-4)
+  assert history.history["loss_per_example"][0] == pytest.approx(
+      sum(sums) / 69, rel=1e-4)
+
+
 def test_training_improves_loss(trained):
   # fakedata picks which movies a user rates at random (the planted taste
   # only shows in rating values), so retrieval can at best match
   # popularity there; check that training makes progress instead.
-  losses = [float(line.split("loss ")[1].split(",")[0])
+  losses = [float(line.split("loss per example ")[1].split(",")[0])
             for line in trained["first_logs"] + trained["logs"]
             if line.startswith("[train] epoch")]
   assert len(losses) == 2 and losses[1] < losses[0]
