@@ -21,6 +21,11 @@
   The query tower drops each `user_history` id with probability
   `history_dropout` in training (denoising, as Mult-DAE), so it learns to
   complete a partial history, which is what serving asks of it.
+* `Ensemble`: `RetrievalConfig.members` independently initialized tower
+  pairs trained side by side on the same batches, each with its own loss
+  (a deep ensemble). `query_model` / `candidate_model` concatenate the
+  members' embeddings, [B, members * D], so a dot product of the two is
+  the sum of the members' scores and one index serves the ensemble.
 
 ```python
 model = RetrievalModel(config, data.vocabularies, movie_frequencies)
@@ -52,7 +57,8 @@ class RetrievalConfig:
 
   The defaults are tuned on the real data (random split); see README.
   """
-  embedding_dim: int = 128  # D, output of both towers
+  embedding_dim: int = 128  # D, output of each member's towers
+  members: int = 2  # tower pairs of the ensemble (served dim members * D)
   hidden_units: Tuple[int, ...] = (256,)  # dense layers before the output
   normalize: bool = True  # L2-normalize both towers' outputs
   temperature: float = 0.1  # softmax temperature (None/0: none)
@@ -73,6 +79,11 @@ class RetrievalConfig:
   eval_sample: int = 5000  # test ratings for the per-epoch top-k metrics
   top_k: int = 100  # K of the exported index
   seed: int = 42
+
+  @property
+  def output_dim(self) -> int:
+    """Dimension of the served embeddings (all members concatenated)."""
+    return self.embedding_dim * max(self.members, 1)
 
 
 class Tower(tf.keras.Model):
@@ -120,6 +131,34 @@ class Tower(tf.keras.Model):
     if self.normalize:
       x = tf.math.l2_normalize(x, axis=-1)
     return x
+
+
+class Ensemble(tf.keras.Model):
+  """Member towers side by side: raw inputs -> [B, sum of member D].
+
+  The dot product of two ensembles' outputs is the sum of the member
+  pairs' dot products (members are L2-normalized: the mean cosine times
+  the number of members).
+
+  Args:
+    members: towers over the same features (`Tower`).
+  """
+
+  def __init__(self, members: Sequence[Tower], **kwargs):
+    super().__init__(**kwargs)
+    self.members = list(members)
+    self.embedding_dim = sum(m.embedding_dim for m in self.members)
+
+  @property
+  def encoder(self) -> features.FeatureEncoder:
+    """The first member's encoder (all read the same features and ids)."""
+    return self.members[0].encoder
+
+  def call(self, inputs: Mapping[str, tf.Tensor], training=False
+           ) -> tf.Tensor:
+    """Dict of raw inputs [B] -> concatenated embeddings [B, sum D]."""
+    return tf.concat([m(inputs, training=training) for m in self.members],
+                     axis=-1)
 
 
 class SamplingProbability(tf.keras.layers.Layer):
@@ -206,10 +245,23 @@ class RetrievalModel(tfrs.models.Model):
     if config.history_dropout and "user_history" in {
         f.name for f in query_features}:
       token_dropout["user_history"] = config.history_dropout
-    self.query_model = Tower(query_features, name="query_tower",
-                             token_dropout=token_dropout, **tower)
-    self.candidate_model = Tower(features.features_for(features.CANDIDATE),
-                                 name="candidate_tower", **tower)
+    if config.members < 1:
+      raise ValueError(f"members must be >= 1, not {config.members}")
+    single = config.members == 1
+    self.query_towers = [
+        Tower(query_features, token_dropout=token_dropout,
+              name="query_tower" if single else f"query_tower_{i}", **tower)
+        for i in range(config.members)]
+    self.candidate_towers = [
+        Tower(features.features_for(features.CANDIDATE),
+              name="candidate_tower" if single else f"candidate_tower_{i}",
+              **tower)
+        for i in range(config.members)]
+    self.query_model = (self.query_towers[0] if single else
+                        Ensemble(self.query_towers, name="query_ensemble"))
+    self.candidate_model = (
+        self.candidate_towers[0] if single else
+        Ensemble(self.candidate_towers, name="candidate_ensemble"))
     self.sampling_probability = None
     if config.logq_correction:
       if not candidate_frequencies:
@@ -258,7 +310,8 @@ class RetrievalModel(tfrs.models.Model):
 
   def compute_loss(self, inputs: Dict[str, tf.Tensor], training=False
                    ) -> tf.Tensor:
-    """Softmax loss of a batch of (user, movie) train examples, summed."""
+    """Softmax loss of a batch of (user, movie) train examples, summed
+    over the examples and the members."""
     loss = self._softmax_loss(inputs, training)
     size = tf.cast(tf.shape(inputs["movie_id"])[0], loss.dtype)
     self.loss_per_example.update_state(loss / tf.maximum(size, 1.0),
@@ -267,13 +320,22 @@ class RetrievalModel(tfrs.models.Model):
 
   def _softmax_loss(self, inputs: Dict[str, tf.Tensor], training: bool
                     ) -> tf.Tensor:
-    query = self.query_model(inputs, training=training)
+    """Sum over the members of each member pair's own softmax loss."""
+    return tf.add_n([
+        self._member_loss(query_tower, candidate_tower, inputs, training)
+        for query_tower, candidate_tower in zip(self.query_towers,
+                                                self.candidate_towers)])
+
+  def _member_loss(self, query_tower: Tower, candidate_tower: Tower,
+                   inputs: Dict[str, tf.Tensor], training: bool
+                   ) -> tf.Tensor:
+    query = query_tower(inputs, training=training)
     movie_ids = inputs["movie_id"]
     if self.corpus_task is not None:
-      corpus = self.candidate_model(self._corpus, training=training)
+      corpus = candidate_tower(self._corpus, training=training)
       return self.corpus_task(query, corpus,
                               self._corpus_position.lookup(movie_ids))
-    candidate = self.candidate_model(inputs, training=training)
+    candidate = candidate_tower(inputs, training=training)
     # q: expected occurrences of each candidate among a step's negatives.
     num_batch = tf.cast(tf.shape(movie_ids)[0], tf.float32)
     uniform = 0.0
@@ -282,7 +344,7 @@ class RetrievalModel(tfrs.models.Model):
       uniform = (float(self.config.corpus_negatives)
                  / float(self._corpus_size))
       candidate = tf.concat(
-          [candidate, self.candidate_model(extra, training=training)], 0)
+          [candidate, candidate_tower(extra, training=training)], 0)
       movie_ids = tf.concat([movie_ids, extra["movie_id"]], 0)
     probability = None
     if self.sampling_probability is not None:

@@ -286,8 +286,10 @@ def config_from_flags() -> RetrievalConfig:
       value = tuple(int(v) for v in value if str(v).strip())
     values[field.name] = value
   config = RetrievalConfig(**values)
-  if config.epochs < 1 or config.batch_size < 1 or config.embedding_dim < 1:
-    raise cli.UsageError("epochs, batch_size and embedding_dim must be >= 1")
+  if min(config.epochs, config.batch_size, config.embedding_dim,
+         config.members) < 1:
+    raise cli.UsageError("epochs, batch_size, embedding_dim and members "
+                         "must be >= 1")
   if config.num_hard_negatives < 0 or config.history_length < 0:
     raise cli.UsageError("num_hard_negatives and history_length must be "
                          ">= 0")

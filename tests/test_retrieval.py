@@ -96,7 +96,7 @@ def test_user_history_excludes_target_and_test(data):
 
 
 def test_tower_shapes(data):
-  config = train.RetrievalConfig(**FAST)
+  config = train.RetrievalConfig(**FAST, members=1)
   model = model_lib.RetrievalModel(
       config, data.vocabularies,
       model_lib.candidate_frequencies(data.train_ratings.movie_id),
@@ -157,7 +157,8 @@ def test_corpus_softmax_is_full_cross_entropy():
 def test_corpus_softmax_model_sees_every_movie(data):
   """negatives=corpus: the loss of a batch is the full softmax over all
   movies of the movies table."""
-  config = train.RetrievalConfig(**{**FAST, "history_dropout": 0.0})
+  config = train.RetrievalConfig(**{**FAST, "history_dropout": 0.0,
+                                    "members": 1})
   movies = data.table("movies")
   model = model_lib.RetrievalModel(config, data.vocabularies,
                                    model_lib.candidate_frequencies(
@@ -173,6 +174,40 @@ def test_corpus_softmax_model_sees_every_movie(data):
   log_softmax = scores - np.log(np.exp(scores).sum(1, keepdims=True))
   expected = -log_softmax[np.arange(len(targets)), targets].sum()
   assert loss == pytest.approx(expected, rel=1e-4)
+
+
+def test_ensemble_concatenates_members_and_sums_their_losses(data):
+  config = train.RetrievalConfig(**FAST, members=3, history_dropout=0.0)
+  movies = data.table("movies")
+  model = model_lib.RetrievalModel(config, data.vocabularies,
+                                   model_lib.candidate_frequencies(
+                                       data.train_ratings.movie_id),
+                                   corpus=movies)
+  batch = _batch(data)
+  query = model.query_model(batch).numpy()
+  assert query.shape == (16, 3 * 16) == (16, config.output_dim)
+  assert model.query_model.embedding_dim == config.output_dim
+  members = [(q(batch).numpy(), model_lib.embed(c, movies))
+             for q, c in zip(model.query_towers, model.candidate_towers)]
+  np.testing.assert_allclose(query, np.concatenate([q for q, _ in members],
+                                                   1), rtol=1e-5)
+  # Members start apart (independent initialization).
+  assert not np.allclose(members[0][0], members[1][0])
+  # Served score = sum of the members' scores.
+  corpus = model_lib.embed(model.candidate_model, movies)
+  np.testing.assert_allclose(query @ corpus.T,
+                             sum(q @ c.T for q, c in members), rtol=1e-4,
+                             atol=1e-5)
+  # Loss = sum of each member's own full softmax loss.
+  row = {m: i for i, m in enumerate(movies["movie_id"])}
+  targets = [row[m.decode()] for m in batch["movie_id"].numpy()]
+  expected = 0.0
+  for q, c in members:
+    scores = q @ c.T / config.temperature
+    log_softmax = scores - np.log(np.exp(scores).sum(1, keepdims=True))
+    expected -= log_softmax[np.arange(len(targets)), targets].sum()
+  assert float(model.compute_loss(batch)) == pytest.approx(expected,
+                                                           rel=1e-4)
 
 
 def test_history_embedding_pools_ragged_ids_with_train_only_dropout(data):
@@ -381,7 +416,8 @@ def test_export_reloads_in_fresh_process(trained, data):
   path = os.path.join(run_dir, "export", "retrieval")
   candidates = np.load(os.path.join(run_dir, "export", "candidates.npz"))
   num_movies, dim = candidates["embeddings"].shape
-  assert len(candidates["movie_ids"]) == num_movies and dim == 16
+  assert len(candidates["movie_ids"]) == num_movies
+  assert dim == train.RetrievalConfig(**FAST).output_dim == 32  # 2 members
   k = min(100, num_movies)
   default_ts = trained["result"]["export"]["default_timestamp"]
 

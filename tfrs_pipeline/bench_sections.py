@@ -115,7 +115,7 @@ def index_section(ctx: Context) -> Callable[[], Dict]:
   def run():
     from retrieval import index  # pylint: disable=g-import-not-at-top
     from retrieval import train as rtrain  # pylint: disable=g-import-not-at-top
-    dim = rtrain.RetrievalConfig().embedding_dim
+    dim = rtrain.RetrievalConfig().output_dim
     rows = index.synthetic_tradeoff(num_vectors=ctx.flags.synthetic_vectors,
                                     dim=dim)
     png = os.path.join(ctx.out_dir, "scann_tradeoff.png")
