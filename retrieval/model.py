@@ -73,7 +73,7 @@ class RetrievalConfig:
   history_length: int = 2000  # user_history ids (DataConfig.history_length)
   history_dropout: float = 0.5  # user_history ids dropped in training
   batch_size: int = 2048
-  epochs: int = 8
+  epochs: int = 6
   learning_rate: float = 0.003  # Adam
   lr_schedule: str = "cosine"  # constant | cosine (to 0 over all epochs)
   eval_sample: int = 5000  # test ratings for the per-epoch top-k metrics
