@@ -35,6 +35,14 @@ def _quiet(*_):
   pass
 
 
+def _model(data, config):
+  """A RetrievalModel over the fake data's vocabularies and movies."""
+  return model_lib.RetrievalModel(
+      config, data.vocabularies,
+      model_lib.candidate_frequencies(data.train_ratings.movie_id),
+      corpus=data.table("movies"))
+
+
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
   """(DataConfig, Data) of a generated raw dataset (TFDS built once)."""
@@ -97,10 +105,7 @@ def test_user_history_excludes_target_and_test(data):
 
 def test_tower_shapes(data):
   config = train.RetrievalConfig(**FAST, members=1)
-  model = model_lib.RetrievalModel(
-      config, data.vocabularies,
-      model_lib.candidate_frequencies(data.train_ratings.movie_id),
-      corpus=data.table("movies"))
+  model = _model(data, config)
   batch = _batch(data)
   query = model.query_model(batch)
   candidate = model.candidate_model(batch)
@@ -125,10 +130,7 @@ def test_tower_shapes(data):
 ])
 def test_loss_options_train(data, options):
   config = train.RetrievalConfig(**{**FAST, **options})
-  model = model_lib.RetrievalModel(
-      config, data.vocabularies,
-      model_lib.candidate_frequencies(data.train_ratings.movie_id),
-      corpus=data.table("movies"))
+  model = _model(data, config)
   tf.keras.utils.set_random_seed(0)
   batches = data.train.batch(64)
   fixed = next(iter(batches))
@@ -160,10 +162,7 @@ def test_corpus_softmax_model_sees_every_movie(data):
   config = train.RetrievalConfig(**{**FAST, "history_dropout": 0.0,
                                     "members": 1})
   movies = data.table("movies")
-  model = model_lib.RetrievalModel(config, data.vocabularies,
-                                   model_lib.candidate_frequencies(
-                                       data.train_ratings.movie_id),
-                                   corpus=movies)
+  model = _model(data, config)
   batch = _batch(data)
   loss = float(model.compute_loss(batch))
   query = model.query_model(batch).numpy()
@@ -179,10 +178,7 @@ def test_corpus_softmax_model_sees_every_movie(data):
 def test_ensemble_concatenates_members_and_sums_their_losses(data):
   config = train.RetrievalConfig(**FAST, members=3, history_dropout=0.0)
   movies = data.table("movies")
-  model = model_lib.RetrievalModel(config, data.vocabularies,
-                                   model_lib.candidate_frequencies(
-                                       data.train_ratings.movie_id),
-                                   corpus=movies)
+  model = _model(data, config)
   batch = _batch(data)
   query = model.query_model(batch).numpy()
   assert query.shape == (16, 3 * 16) == (16, config.output_dim)
@@ -320,10 +316,7 @@ def test_train_writes_run(trained):
 def test_loss_per_example_is_the_mean_over_all_examples(data):
   # No history dropout: training-mode losses equal the ones computed here.
   config = train.RetrievalConfig(**FAST, history_dropout=0.0)
-  model = model_lib.RetrievalModel(
-      config, data.vocabularies,
-      model_lib.candidate_frequencies(data.train_ratings.movie_id),
-      corpus=data.table("movies"))
+  model = _model(data, config)
   big, small = list(data.train.batch(64).take(2))
   small = {k: v[:5] for k, v in small.items()}  # a short last batch
   sums = [float(model.compute_loss(b)) for b in (big, small)]
