@@ -136,7 +136,9 @@ def write_all(model, config, prepared, run, metrics: Dict, log=print
   found = model_interactions(model)
   if found is not None:
     names, matrix = found
-    _, rms = model_interactions(model, per_weight=True)
+    widths = np.array([s.stop - s.start
+                       for s in model.inputs_layer.slices.values()])
+    rms = matrix / np.sqrt(np.outer(widths, widths))  # per_weight
     path = plot_heatmap(
         names, rms, run.file(HEATMAP_FILE),
         title=f"{MODEL_NAMES.get(config.model, config.model)} feature "

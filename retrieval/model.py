@@ -83,7 +83,7 @@ class RetrievalConfig:
   @property
   def output_dim(self) -> int:
     """Dimension of the served embeddings (all members concatenated)."""
-    return self.embedding_dim * max(self.members, 1)
+    return self.embedding_dim * self.members
 
 
 class Tower(tf.keras.Model):
@@ -156,7 +156,10 @@ class Ensemble(tf.keras.Model):
 
   def call(self, inputs: Mapping[str, tf.Tensor], training=False
            ) -> tf.Tensor:
-    """Dict of raw inputs [B] -> concatenated embeddings [B, sum D]."""
+    """Dict of raw inputs [B] -> concatenated embeddings [B, sum D].
+    Bag-of-ids features (user histories) are split and looked up once,
+    not once per member."""
+    inputs = self.encoder.add_ids(inputs)
     return tf.concat([m(inputs, training=training) for m in self.members],
                      axis=-1)
 

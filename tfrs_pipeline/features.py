@@ -483,8 +483,7 @@ class FeatureEncoder(tf.keras.layers.Layer):
     `drop_sources` removes the raw inputs only those features read, to
     keep the cache small (the caller knows no other model needs them).
     """
-    layers = [e for e in self.embeddings
-              if e.feature.kind == "multi_categorical"]
+    layers = self._bag_layers()
     if not layers:
       return ds
     sources = ({e.feature.source for e in layers}
@@ -492,9 +491,7 @@ class FeatureEncoder(tf.keras.layers.Layer):
                   if f.kind != "multi_categorical"})
 
     def add(batch):
-      batch = dict(batch)
-      for layer in layers:
-        batch[layer.ids_key] = tf.cast(layer.ids(batch), tf.int32)
+      batch = self.add_ids(batch)
       if drop_sources:
         for source in sources:
           del batch[source]
@@ -502,3 +499,16 @@ class FeatureEncoder(tf.keras.layers.Layer):
 
     return ds.batch(4096).map(add, num_parallel_calls=tf.data.AUTOTUNE
                               ).unbatch()
+
+  def add_ids(self, batch: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """A batch of raw inputs plus the ids of every `multi_categorical`
+    feature under its `ids_key` (int32 ragged [B, None]), unless present."""
+    batch = dict(batch)
+    for layer in self._bag_layers():
+      if layer.ids_key not in batch:
+        batch[layer.ids_key] = tf.cast(layer.ids(batch), tf.int32)
+    return batch
+
+  def _bag_layers(self) -> List["FeatureEmbedding"]:
+    return [e for e in self.embeddings
+            if e.feature.kind == "multi_categorical"]
