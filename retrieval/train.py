@@ -186,15 +186,25 @@ def train_and_evaluate(config: RetrievalConfig,
   frequencies = model_lib.candidate_frequencies(train_ratings.movie_id)
   model = model_lib.RetrievalModel(config, data.vocabularies, frequencies,
                                    corpus=data.table("movies"))
+  if config.examples == "user":
+    examples = model.user_examples(data.users)
+    users = int(train_ratings.user_id.nunique())
+    num_examples = config.passes_per_epoch * users
+    unit = f"{users} users x {config.passes_per_epoch} passes"
+  else:
+    examples = model.training_examples(data.train)
+    num_examples = data.num_train
+    unit = f"{num_examples} train ratings"
   optimizer = optim.adam(
       config.learning_rate, config.lr_schedule, config.epochs
-      * optim.steps_per_epoch(data.num_train, config.batch_size))
+      * optim.steps_per_epoch(num_examples, config.batch_size))
   model.compile(optimizer=optimizer)
-  train = data.batches(model.training_examples(data.train),
-                       config.batch_size, shuffle_seed=config.seed)
   # Build variables (model and optimizer slots) before restoring.
-  for batch in data.train.batch(8).take(1):
-    model.compute_loss(batch)
+  for batch in examples.batch(8).take(1):
+    model.compute_loss(batch, training=True)
+  if config.examples == "user":  # one epoch: that many passes
+    examples = examples.cache().repeat(config.passes_per_epoch)
+  train = data.batches(examples, config.batch_size, shuffle_seed=config.seed)
   optimizer.build(model.trainable_variables)
   epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
   checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
@@ -209,8 +219,8 @@ def train_and_evaluate(config: RetrievalConfig,
 
   training_seconds = 0.0
   if initial_epoch < config.epochs:
-    log(f"[train] {data.num_train} train ratings, batch {config.batch_size},"
-        f" epochs {initial_epoch + 1}..{config.epochs}")
+    log(f"[train] {unit} per epoch, batch {config.batch_size}, epochs "
+        f"{initial_epoch + 1}..{config.epochs}")
     callbacks = [
         _EpochEnd(data, model, config.eval_sample, manager, epoch, log),
         tf.keras.callbacks.TensorBoard(run.logs, write_graph=False,
@@ -296,6 +306,14 @@ def config_from_flags() -> RetrievalConfig:
   if config.num_hard_negatives and config.num_hard_negatives >= \
       config.batch_size:
     raise cli.UsageError("num_hard_negatives must be < batch_size")
+  if config.examples not in model_lib.EXAMPLES:
+    raise cli.UsageError(f"--examples must be one of "
+                         f"{', '.join(model_lib.EXAMPLES)}")
+  if config.examples == "user" and config.negatives != "corpus":
+    raise cli.UsageError("--examples user needs --negatives corpus (use "
+                         "--examples rating for in_batch)")
+  if config.passes_per_epoch < 1:
+    raise cli.UsageError("passes_per_epoch must be >= 1")
   if config.negatives not in model_lib.NEGATIVES:
     raise cli.UsageError(f"--negatives must be one of "
                          f"{', '.join(model_lib.NEGATIVES)}")

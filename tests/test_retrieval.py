@@ -27,8 +27,12 @@ from retrieval import train  # noqa: E402
 from tfrs_pipeline import features, pipeline  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAST = dict(batch_size=64, eval_sample=50, history_length=8,
-            hidden_units=(32,), embedding_dim=16, top_k=100)
+# Unit tests below feed rating batches (`examples="rating"`); the training
+# runs use the default, user examples.
+FAST = dict(examples="rating", batch_size=64, eval_sample=50,
+            history_length=8, hidden_units=(32,), embedding_dim=16,
+            top_k=100)
+USERS = dict(FAST, examples="user", batch_size=16, passes_per_epoch=2)
 
 
 def _quiet(*_):
@@ -67,7 +71,7 @@ def data(fake):
 def trained(data_config, tmp_path_factory):
   """A run interrupted after epoch 1, then resumed in the same RUN."""
   run_dir = str(tmp_path_factory.mktemp("retrieval_run") / "run")
-  config = train.RetrievalConfig(epochs=2, learning_rate=0.01, **FAST)
+  config = train.RetrievalConfig(epochs=2, learning_rate=0.01, **USERS)
   first_logs, logs = [], []
   first = train.train_and_evaluate(dataclasses.replace(config, epochs=1),
                                    data_config, run_dir, log=first_logs.append)
@@ -206,6 +210,77 @@ def test_ensemble_concatenates_members_and_sums_their_losses(data):
                                                            rel=1e-4)
 
 
+def test_user_examples_list_each_users_train_movies(data):
+  model = _model(data, train.RetrievalConfig(**USERS))
+  movies = data.table("movies")["movie_id"]
+  vocab = ["", "[UNK]"] + data.vocabularies.vocab["user_history"]
+  rated = data.train_ratings.groupby("user_id").movie_id.apply(set)
+  seen = set()
+  for x in model.user_examples(data.users):
+    user = x["user_id"].numpy().decode()
+    ids = x["user_history_ids"].numpy()
+    positions = x["history_positions"].numpy()
+    assert len(ids) == len(positions)
+    # Ids (history vocabulary) and positions (corpus rows) name the same
+    # movies: the user's most recent `history_length` train movies.
+    history = [movies[p] for p in positions]
+    assert [vocab[i] for i in ids] == history
+    assert set(history) <= rated[user]
+    assert len(set(history)) == min(data.history_length, len(rated[user]))
+    seen.add(user)
+  # Users without train ratings are not examples.
+  assert seen == set(rated.index)
+
+
+def test_user_loss_is_the_softmax_of_held_out_movies_given_the_rest(data):
+  config = train.RetrievalConfig(**USERS, members=1, dropout=0.0)
+  model = _model(data, config)
+  batch = next(iter(model.user_examples(data.users).batch(6)))
+  ids, positions = batch["user_history_ids"], batch["history_positions"]
+  tf.random.set_seed(3)
+  held_out = (tf.random.uniform(tf.shape(ids.flat_values))
+              < config.history_dropout).numpy()
+  assert 0 < held_out.sum() < len(held_out)
+  tf.random.set_seed(3)
+  loss = float(model.compute_loss(batch, training=True))
+  kept = dict(batch)
+  kept["user_history_ids"] = tf.ragged.boolean_mask(
+      ids, ids.with_flat_values(tf.constant(~held_out)))
+  query = model.query_model(kept).numpy()
+  corpus = model_lib.embed(model.candidate_model, data.table("movies"))
+  scores = query @ corpus.T / config.temperature
+  log_softmax = scores - np.log(np.exp(scores).sum(1, keepdims=True))
+  rows = positions.value_rowids().numpy()
+  columns = positions.flat_values.numpy()
+  expected = -log_softmax[rows[held_out], columns[held_out]].sum()
+  assert loss == pytest.approx(expected, rel=1e-4)
+  assert float(model.loss_per_example.result()) == pytest.approx(
+      expected / held_out.sum(), rel=1e-4)
+  # Outside training nothing is held out: no positives, no loss.
+  assert float(model.compute_loss(batch)) == 0.0
+
+
+def test_user_examples_train(data):
+  config = train.RetrievalConfig(**USERS, members=2)
+  model = _model(data, config)
+  examples = model.user_examples(data.users).cache()
+  fixed = next(iter(examples.batch(64)))
+  tf.keras.utils.set_random_seed(0)
+  before = float(model.compute_loss(fixed, training=True))
+  model.compile(tf.keras.optimizers.Adam(0.01))
+  history = model.fit(examples.repeat(4).batch(16), epochs=3, verbose=0)
+  assert all(np.isfinite(history.history["loss_per_example"]))
+  tf.keras.utils.set_random_seed(0)
+  assert float(model.compute_loss(fixed, training=True)) < before
+
+
+def test_user_examples_need_the_corpus_softmax(data):
+  with pytest.raises(ValueError, match="negatives='corpus'"):
+    _model(data, train.RetrievalConfig(**{**USERS, "negatives": "in_batch"}))
+  with pytest.raises(ValueError, match="examples must be one of"):
+    _model(data, train.RetrievalConfig(**{**USERS, "examples": "movie"}))
+
+
 def test_history_embedding_pools_ragged_ids_with_train_only_dropout(data):
   feature = features.FEATURE_BY_NAME["user_history"]
   layer = features.FeatureEmbedding(feature, data.vocabularies,
@@ -314,8 +389,8 @@ def test_train_writes_run(trained):
 
 
 def test_loss_per_example_is_the_mean_over_all_examples(data):
-  # No history dropout: training-mode losses equal the ones computed here.
-  config = train.RetrievalConfig(**FAST, history_dropout=0.0)
+  # No dropout: training-mode losses equal the ones computed here.
+  config = train.RetrievalConfig(**FAST, history_dropout=0.0, dropout=0.0)
   model = _model(data, config)
   big, small = list(data.train.batch(64).take(2))
   small = {k: v[:5] for k, v in small.items()}  # a short last batch
@@ -410,7 +485,7 @@ def test_export_reloads_in_fresh_process(trained, data):
   candidates = np.load(os.path.join(run_dir, "export", "candidates.npz"))
   num_movies, dim = candidates["embeddings"].shape
   assert len(candidates["movie_ids"]) == num_movies
-  assert dim == train.RetrievalConfig(**FAST).output_dim == 32  # 2 members
+  assert dim == train.RetrievalConfig(**USERS).output_dim == 3 * 16  # members
   k = min(100, num_movies)
   default_ts = trained["result"]["export"]["default_timestamp"]
 
@@ -469,8 +544,9 @@ def test_export_matches_trained_model(trained, data):
           os.path.join(run_dir, "vocabularies.json")),
       model_lib.candidate_frequencies(data.train_ratings.movie_id),
       corpus=data.table("movies"))
-  for batch in data.train.batch(4).take(1):
-    model.compute_loss(batch)
+  for batch in data.train.batch(4).take(1):  # builds the variables
+    model.query_model(batch)
+    model.candidate_model(batch)
   tf.train.Checkpoint(model=model).restore(tf.train.latest_checkpoint(
       os.path.join(run_dir, "checkpoints"))).expect_partial()
   expected = model_lib.embed(model.query_model, columns)
