@@ -72,7 +72,7 @@ class RetrievalConfig:
   """
   examples: str = "user"  # user | rating: what one training example is
   embedding_dim: int = 128  # D, output of each member's towers
-  members: int = 3  # tower pairs of the ensemble (served dim members * D)
+  members: int = 5  # tower pairs of the ensemble (served dim members * D)
   hidden_units: Tuple[int, ...] = (256,)  # dense layers before the output
   normalize: bool = True  # L2-normalize both towers' outputs
   temperature: float = 0.1  # softmax temperature (None/0: none)
@@ -299,6 +299,10 @@ class RetrievalModel(tfrs.models.Model):
               name="candidate_tower" if single else f"candidate_tower_{i}",
               **tower)
         for i in range(config.members)]
+    if config.examples == "user" and not 0.0 < config.history_dropout < 1.0:
+      raise ValueError("examples='user' holds out history_dropout of each "
+                       "history as targets: it must be in (0, 1), not "
+                       f"{config.history_dropout}")
     self._history_ids_key = next(
         (e.ids_key for e in self.query_towers[0].encoder.embeddings
          if history and e.feature.name == history[0]), None)

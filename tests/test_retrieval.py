@@ -277,6 +277,8 @@ def test_user_examples_train(data):
 def test_user_examples_need_the_corpus_softmax(data):
   with pytest.raises(ValueError, match="negatives='corpus'"):
     _model(data, train.RetrievalConfig(**{**USERS, "negatives": "in_batch"}))
+  with pytest.raises(ValueError, match="must be in"):
+    _model(data, train.RetrievalConfig(**{**USERS, "history_dropout": 0.0}))
   with pytest.raises(ValueError, match="examples must be one of"):
     _model(data, train.RetrievalConfig(**{**USERS, "examples": "movie"}))
 
@@ -485,7 +487,8 @@ def test_export_reloads_in_fresh_process(trained, data):
   candidates = np.load(os.path.join(run_dir, "export", "candidates.npz"))
   num_movies, dim = candidates["embeddings"].shape
   assert len(candidates["movie_ids"]) == num_movies
-  assert dim == train.RetrievalConfig(**USERS).output_dim == 3 * 16  # members
+  config = trained["config"]
+  assert dim == config.output_dim == config.members * 16
   k = min(100, num_movies)
   default_ts = trained["result"]["export"]["default_timestamp"]
 
