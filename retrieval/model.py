@@ -284,6 +284,10 @@ class RetrievalModel(tfrs.models.Model):
           "examples='user' needs negatives='corpus' and one "
           f"multi_categorical query feature over {HISTORY!r} (has "
           f"negatives={config.negatives!r}, features {history})")
+    if config.examples == "user" and not 0.0 < config.history_dropout < 1.0:
+      raise ValueError("examples='user' holds out history_dropout of each "
+                       "history as targets: it must be in (0, 1), not "
+                       f"{config.history_dropout}")
     token_dropout = {}
     if config.history_dropout and history and config.examples == "rating":
       token_dropout[history[0]] = config.history_dropout
@@ -299,10 +303,6 @@ class RetrievalModel(tfrs.models.Model):
               name="candidate_tower" if single else f"candidate_tower_{i}",
               **tower)
         for i in range(config.members)]
-    if config.examples == "user" and not 0.0 < config.history_dropout < 1.0:
-      raise ValueError("examples='user' holds out history_dropout of each "
-                       "history as targets: it must be in (0, 1), not "
-                       f"{config.history_dropout}")
     self._history_ids_key = next(
         (e.ids_key for e in self.query_towers[0].encoder.embeddings
          if history and e.feature.name == history[0]), None)
@@ -364,12 +364,11 @@ class RetrievalModel(tfrs.models.Model):
     (`history_positions`, int64 ragged, aligned with the ids). Users
     without train movies are left out. Cache the result."""
     encoder = self.query_model.encoder
-    history = HISTORY
 
     def add(batch):
       batch = encoder.add_ids(batch)
       batch["history_positions"] = self._corpus_position.lookup(
-          tf.strings.split(batch.pop(history), features.GENRE_SEPARATOR))
+          tf.strings.split(batch.pop(HISTORY), features.GENRE_SEPARATOR))
       return batch
 
     return (users.batch(4096).map(add).unbatch()
@@ -379,19 +378,14 @@ class RetrievalModel(tfrs.models.Model):
                    ) -> tf.Tensor:
     """Softmax loss of a batch of train examples (users or ratings),
     summed over the positives and the members."""
-    if self.config.examples == "user":
-      losses, positives = zip(*[
-          self._held_out_loss(query_tower, candidate_tower, inputs, training)
-          for query_tower, candidate_tower in zip(self.query_towers,
-                                                  self.candidate_towers)])
-      loss = tf.add_n(list(losses))
-      size = tf.add_n(list(positives)) / len(positives)
-    else:
-      loss = tf.add_n([
-          self._member_loss(query_tower, candidate_tower, inputs, training)
-          for query_tower, candidate_tower in zip(self.query_towers,
-                                                  self.candidate_towers)])
-      size = tf.cast(tf.shape(inputs["movie_id"])[0], loss.dtype)
+    member_loss = (self._held_out_loss if self.config.examples == "user"
+                   else self._rating_loss)
+    losses, positives = zip(*[
+        member_loss(query_tower, candidate_tower, inputs, training)
+        for query_tower, candidate_tower in zip(self.query_towers,
+                                                self.candidate_towers)])
+    loss = tf.add_n(list(losses))
+    size = tf.add_n(list(positives)) / len(positives)  # per member
     self.loss_per_example.update_state(loss / tf.maximum(size, 1.0),
                                        sample_weight=size)
     return loss
@@ -417,6 +411,14 @@ class RetrievalModel(tfrs.models.Model):
     corpus = candidate_tower(self._corpus, training=training)
     positives = tf.reduce_sum(tf.cast(targets.flat_values >= 0, tf.float32))
     return self.corpus_task(query, corpus, targets), positives
+
+  def _rating_loss(self, query_tower: Tower, candidate_tower: Tower,
+                   inputs: Dict[str, tf.Tensor], training: bool
+                   ) -> Tuple[tf.Tensor, tf.Tensor]:
+    """One member's loss on rating examples -> (loss [], examples [])."""
+    size = tf.cast(tf.shape(inputs["movie_id"])[0], tf.float32)
+    return self._member_loss(query_tower, candidate_tower, inputs,
+                             training), size
 
   def _member_loss(self, query_tower: Tower, candidate_tower: Tower,
                    inputs: Dict[str, tf.Tensor], training: bool
