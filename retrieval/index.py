@@ -46,7 +46,12 @@ too (`namespace_whitelist=None` allows every namespace); passing
 """
 
 import dataclasses
-import gc
+import os
+import pickle
+import re
+import subprocess
+import sys
+import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -425,18 +430,19 @@ def exact_top_k(
 
 
 def default_sweep(num_vectors: int, k: int = 100) -> List[IndexConfig]:
-  """ScaNN configs for `synthetic_tradeoff`: 3 tree sizes x 4 x 2.
+  """ScaNN configs for `synthetic_tradeoff`: 3 tree sizes x 6 x 3.
 
-  num_leaves in {1, 2, 4} * sqrt(N); leaves searched 0.5%..4% of them
-  (doubling); 5k or 20k candidates re-scored exactly (k=100: 500 or 2000;
-  at 1M, 250 caps recall near 0.90 whatever the leaves searched: the
-  asymmetric-hashing scores are too coarse for the top-100 of 1M).
+  num_leaves in {1, 2, 4} * sqrt(N); leaves searched 0.1%..4% of them;
+  2.5k, 5k or 20k candidates re-scored exactly (k=100: 250, 500 or 2000).
+  At 1M x 256 250 capped recall near 0.90 whatever the leaves searched (the
+  asymmetric-hashing scores are too coarse for the top-100 of 1M); at
+  1M x 640 recall stopped changing above 0.5% searched, hence the low end.
   """
   base = max(8, int(round(np.sqrt(num_vectors))))
   configs = []
   for num_leaves in (base, 2 * base, 4 * base):
-    for frac in (0.005, 0.01, 0.02, 0.04):
-      for reorder in (5 * k, 20 * k):
+    for frac in (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04):
+      for reorder in (k * 5 // 2, 5 * k, 20 * k):
         config = IndexConfig(
             num_leaves=num_leaves,
             num_leaves_to_search=max(1, int(round(frac * num_leaves))),
@@ -446,26 +452,30 @@ def default_sweep(num_vectors: int, k: int = 100) -> List[IndexConfig]:
   return configs
 
 
-def _override_search_fn(layer, dim: int, config: IndexConfig):
-  """Searches `layer`'s ScaNN index with `config`'s search-time parameters.
+def _group_searches(layer, dim: int, configs: Sequence[IndexConfig]):
+  """Yields `(config, search)` for `configs` over `layer`'s ScaNN index.
 
   Leaves searched and reordering candidates are query-time arguments of the
   ScaNN searcher, so one tree/codebook serves a whole sweep (building is the
-  slow part at 1M). Same call as `ScaNN.call` with those two overrides.
+  slow part at 1M). Same call as `ScaNN.call` with those two overrides, on
+  one searcher shared by all configs: each `searcher_from_module` call inside
+  a traced function would build its own copy of the index (dataset included).
   """
   from scann import scann_ops  # pylint: disable=g-import-not-at-top
-  module = layer._serialized_searcher  # pylint: disable=protected-access
-  reorder = config.num_reordering_candidates or config.k
+  searcher = scann_ops.searcher_from_module(
+      layer._serialized_searcher)  # pylint: disable=protected-access
+  for config in configs:
+    reorder = config.num_reordering_candidates or config.k
 
-  @tf.function(input_signature=[tf.TensorSpec([None, dim], tf.float32)])
-  def search(queries):
-    result = scann_ops.searcher_from_module(module).search_batched_parallel(
-        queries, final_num_neighbors=config.k,
-        pre_reorder_num_neighbors=reorder,
-        leaves_to_search=config.num_leaves_to_search)
-    return result.distances, result.indices
+    @tf.function(input_signature=[tf.TensorSpec([None, dim], tf.float32)])
+    def search(queries, config=config, reorder=reorder):
+      result = searcher.search_batched_parallel(
+          queries, final_num_neighbors=config.k,
+          pre_reorder_num_neighbors=reorder,
+          leaves_to_search=config.num_leaves_to_search)
+      return result.distances, result.indices
 
-  return search
+    yield config, search
 
 
 def _latency_row(search, queries, num_batches, warmup) -> Dict[str, float]:
@@ -475,6 +485,106 @@ def _latency_row(search, queries, num_batches, warmup) -> Dict[str, float]:
     row.update({f"b{b}_p50_ms": lat["p50_ms"], f"b{b}_p99_ms": lat["p99_ms"],
                 f"b{b}_mean_ms": lat["mean_ms"], f"b{b}_qps": lat["qps"]})
   return row
+
+
+def _measure_group(corpus_path: str, queries: np.ndarray, exact: np.ndarray,
+                   configs: Optional[List[IndexConfig]], k: int,
+                   num_batches: Sequence[int], log) -> List[Dict[str, Any]]:
+  """Builds one index over the saved corpus and measures it per config.
+
+  `configs` None: the brute-force layer. Otherwise configs sharing one tree
+  (num_leaves, dimensions_per_block, training_iterations): built once with
+  the largest leaves searched/reordering, searched with each config's.
+  """
+  embeddings = np.load(corpus_path, mmap_mode="r")
+  dim = embeddings.shape[1]
+  t = time.perf_counter()
+  if configs is None:
+    layer = build_brute_force(None, None, embeddings, k)
+    build_s = time.perf_counter() - t
+    search = search_fn(layer, dim, k)
+    row = {"method": "brute_force", "name": "brute force", "build_s": build_s,
+           "recall": recall_against_exact(exact, _search_all(search, queries))}
+    row.update(_latency_row(search, queries, num_batches, (2, 1)))
+    log(f"brute force: recall {row['recall']:.4f}, b1 p50 "
+        f"{row['b1_p50_ms']:.2f} ms, b256 p50 {row['b256_p50_ms']:.1f} ms")
+    return [row]
+  reorders = [c.num_reordering_candidates for c in configs
+              if c.num_reordering_candidates is not None]
+  build_config = dataclasses.replace(
+      configs[0],
+      num_leaves_to_search=max(c.num_leaves_to_search for c in configs),
+      num_reordering_candidates=max(reorders) if reorders else None)
+  layer = build_scann(None, None, embeddings, build_config)
+  build_s = time.perf_counter() - t
+  log(f"built L{build_config.num_leaves} in {build_s:.1f}s")
+  rows = []
+  for config, search in _group_searches(layer, dim, configs):
+    row = {"method": "scann", "name": config.name, "build_s": build_s,
+           **dataclasses.asdict(config),
+           "recall": recall_against_exact(exact, _search_all(search, queries))}
+    row.update(_latency_row(search, queries, num_batches, (5, 2)))
+    rows.append(row)
+    log(f"{config.name}: recall {row['recall']:.4f}, "
+        f"b1 p50 {row['b1_p50_ms']:.2f} ms, "
+        f"b256 p50 {row['b256_p50_ms']:.1f} ms")
+  return rows
+
+
+def _group_worker(args_path: str, result_path: str) -> None:
+  """Entry point of a `_run_isolated` process.
+
+  Reads `_measure_group`'s arguments from `args_path` (pickle), prints its
+  progress lines to stdout and pickles ("rows", rows) or ("error", text) to
+  `result_path`.
+  """
+  with open(args_path, "rb") as f:
+    args = pickle.load(f)
+  try:
+    result = ("rows", _measure_group(*args, log=lambda m: print(m, flush=True)))
+  except Exception as e:  # pylint: disable=broad-except
+    message = getattr(e, "message", str(e))  # tf.errors.OpError: no op node
+    message = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^]]*\]", "",
+                     message)
+    result = ("error", f"{type(e).__name__}: {message}")
+  with open(result_path, "wb") as f:
+    pickle.dump(result, f)
+
+
+def _run_isolated(args, work_dir: str,
+                  log) -> Tuple[Optional[List[Dict[str, Any]]], str]:
+  """Runs `_measure_group(*args)` in a fresh Python: (rows, "") or (None, why).
+
+  ScaNN searchers live in TensorFlow's resource manager under unique names
+  and are never freed in-process (neither is the build-time copy), so at
+  1M x 640 the second and third trees ran out of memory. A process per tree
+  hands all of it back to the OS when it exits. A plain subprocess (not
+  `multiprocessing`), so that callers need no `if __name__ == "__main__"`.
+  """
+  args_path = os.path.join(work_dir, "args.pkl")
+  result_path = os.path.join(work_dir, "result.pkl")
+  for path in (args_path, result_path):
+    if os.path.exists(path):
+      os.remove(path)
+  with open(args_path, "wb") as f:
+    pickle.dump(args, f)
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      p for p in (root, os.environ.get("PYTHONPATH")) if p))
+  code = ("import sys; from retrieval import index; "
+          "index._group_worker(sys.argv[1], sys.argv[2])")
+  with subprocess.Popen([sys.executable, "-c", code, args_path, result_path],
+                        stdout=subprocess.PIPE, text=True, env=env) as proc:
+    for line in proc.stdout:
+      log(line.rstrip("\n"))
+  if os.path.exists(result_path):
+    with open(result_path, "rb") as f:
+      kind, payload = pickle.load(f)
+    return (payload, "") if kind == "rows" else (None, payload)
+  why = f"worker process exited with code {proc.returncode}"
+  if proc.returncode == -9:
+    why += " (killed: likely out of memory)"
+  return None, why
 
 
 def synthetic_tradeoff(
@@ -488,6 +598,7 @@ def synthetic_tradeoff(
     num_batches: Sequence[int] = (200, 8),
     brute_force_batches: Sequence[int] = (30, 4),
     progress: Optional[Callable[[str], None]] = print,
+    work_dir: Optional[str] = None,
 ) -> List[Dict[str, Any]]:
   """ScaNN recall/latency trade-off on a synthetic corpus.
 
@@ -497,7 +608,9 @@ def synthetic_tradeoff(
   the brute-force layer is timed as the reference. Configs sharing
   (num_leaves, dimensions_per_block, training_iterations) share one
   `build_scann` index, searched with each config's leaves/reordering (see
-  `_override_search_fn`); its `build_s` is that shared build.
+  `_group_searches`); its `build_s` is that shared build. Brute force and
+  every tree are measured in a process of their own (see `_run_isolated`),
+  which reads the corpus from a temporary `.npy` file.
 
   At 1,000,000 x 64 with the default 24-config sweep this took 155 s on 2
   quiet CPU cores (builds 12-34 s each, exact top-k 8 s, brute-force timing
@@ -514,12 +627,16 @@ def synthetic_tradeoff(
     num_batches: Timed ScaNN calls at batch 1 and at batch 256.
     brute_force_batches: Timed brute-force calls at batch 1 and at 256.
     progress: Called with progress lines; None for silence.
+    work_dir: Directory for the temporary corpus file (N x D x 4 bytes);
+      default: the system's temporary directory.
 
   Returns:
     Rows (dicts), brute force first: method, name, config fields, build_s,
     recall, b{1,256}_{p50_ms,p99_ms,mean_ms,qps}, speedup_b{1,256} (brute
     force p50 / p50) and chosen (True for the lowest batch-1 p50 among
-    configs with recall >= target_recall).
+    configs with recall >= target_recall). Configs whose tree could not be
+    measured (e.g. its process ran out of memory) get a row with `error`
+    (why) and no measurements.
   """
   say = progress or (lambda _: None)
   start = time.perf_counter()
@@ -529,61 +646,44 @@ def synthetic_tradeoff(
 
   configs = [dataclasses.replace(c, k=k) for c in (
       configs or default_sweep(num_vectors, k))]
-  embeddings, queries = make_synthetic_corpus(
-      num_vectors, dim, num_queries, seed=seed)
-  log(f"corpus {embeddings.shape}, {len(queries)} queries")
-  exact = exact_top_k(embeddings, queries, k, progress=log)
-
-  t = time.perf_counter()
-  layer = build_brute_force(None, None, embeddings, k)
-  search = search_fn(layer, dim, k)
-  row = {"method": "brute_force", "name": "brute force",
-         "build_s": time.perf_counter() - t,
-         "recall": recall_against_exact(exact, _search_all(search, queries))}
-  row.update(_latency_row(search, queries, brute_force_batches, (2, 1)))
-  del layer, search
-  rows = [row]
-  log(f"brute force: recall {row['recall']:.4f}, "
-      f"b1 p50 {row['b1_p50_ms']:.2f} ms, b256 p50 {row['b256_p50_ms']:.1f} ms")
-
   groups = {}
   for config in configs:
     key = (config.num_leaves, config.dimensions_per_block,
            config.training_iterations)
     groups.setdefault(key, []).append(config)
-  for group in groups.values():
-    reorders = [c.num_reordering_candidates for c in group
-                if c.num_reordering_candidates is not None]
-    build_config = dataclasses.replace(
-        group[0], num_leaves_to_search=max(
-            c.num_leaves_to_search for c in group),
-        num_reordering_candidates=max(reorders) if reorders else None)
-    t = time.perf_counter()
-    layer = build_scann(None, None, embeddings, build_config)
-    build_s = time.perf_counter() - t
-    log(f"built L{build_config.num_leaves} in {build_s:.1f}s")
-    for config in group:
-      search = _override_search_fn(layer, dim, config)
-      row = {"method": "scann", "name": config.name, "build_s": build_s,
-             **dataclasses.asdict(config),
-             "recall": recall_against_exact(
-                 exact, _search_all(search, queries))}
-      row.update(_latency_row(search, queries, num_batches, (5, 2)))
-      rows.append(row)
-      log(f"{config.name}: recall {row['recall']:.4f}, "
-          f"b1 p50 {row['b1_p50_ms']:.2f} ms, "
-          f"b256 p50 {row['b256_p50_ms']:.1f} ms")
-    # The search functions hold the searcher too: free this index before
-    # building the next (two 1M x 640 indexes did not fit in 23 GB).
-    del layer, search
-    gc.collect()
 
-  brute = rows[0]
+  with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+    corpus_path = os.path.join(tmp, "corpus.npy")
+    embeddings, queries = make_synthetic_corpus(
+        num_vectors, dim, num_queries, seed=seed)
+    np.save(corpus_path, embeddings)
+    log(f"corpus {embeddings.shape}, {len(queries)} queries")
+    exact = exact_top_k(embeddings, queries, k, progress=log)
+    del embeddings
+
+    brute, error = _run_isolated(
+        (corpus_path, queries, exact, None, k, brute_force_batches), tmp, log)
+    if error:
+      raise RuntimeError(f"Brute-force reference failed: {error}")
+    rows = list(brute)
+    for group in groups.values():
+      measured, error = _run_isolated(
+          (corpus_path, queries, exact, group, k, num_batches), tmp, log)
+      if error:
+        log(f"L{group[0].num_leaves} skipped: {error}")
+        measured = [{"method": "scann", "name": c.name, "error": error,
+                     **dataclasses.asdict(c)} for c in group]
+      rows.extend(measured)
+
+  reference = rows[0]
   for row in rows:
-    for b in (1, 256):
-      row[f"speedup_b{b}"] = brute[f"b{b}_p50_ms"] / row[f"b{b}_p50_ms"]
     row["chosen"] = False
-  ok = [r for r in rows[1:] if r["recall"] >= target_recall]
+    if "error" not in row:
+      for b in (1, 256):
+        row[f"speedup_b{b}"] = (
+            reference[f"b{b}_p50_ms"] / row[f"b{b}_p50_ms"])
+  ok = [r for r in rows[1:]
+        if "error" not in r and r["recall"] >= target_recall]
   if ok:
     best = min(ok, key=lambda r: r["b1_p50_ms"])
     best["chosen"] = True
@@ -597,12 +697,19 @@ def synthetic_tradeoff(
 
 
 def tradeoff_markdown(rows: Sequence[Dict[str, Any]]) -> str:
-  """Markdown table of `synthetic_tradeoff` rows (chosen row in bold)."""
+  """Markdown table of `synthetic_tradeoff` rows (chosen row in bold).
+
+  Rows with an `error` are listed under the table instead.
+  """
   lines = [
       "| config | build s | recall@100 | b1 p50 ms | b1 p99 ms | b1 speed-up"
       " | b256 p50 ms | b256 p99 ms | b256 QPS | b256 speed-up |",
       "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+  failed = []
   for r in rows:
+    if "error" in r:
+      failed.append(f"- {r['name']}: not measured ({r['error']})")
+      continue
     name = f"**{r['name']}** (chosen)" if r.get("chosen") else r["name"]
     lines.append(
         f"| {name} | {r['build_s']:.1f} | {r['recall']:.4f} "
@@ -610,6 +717,8 @@ def tradeoff_markdown(rows: Sequence[Dict[str, Any]]) -> str:
         f"| {r['speedup_b1']:.1f}x | {r['b256_p50_ms']:.1f} "
         f"| {r['b256_p99_ms']:.1f} | {r['b256_qps']:,.0f} "
         f"| {r['speedup_b256']:.1f}x |")
+  if failed:
+    lines += [""] + failed
   return "\n".join(lines) + "\n"
 
 
@@ -617,30 +726,40 @@ def plot_tradeoff(rows: Sequence[Dict[str, Any]], path_png: str,
                   target_recall: float = 0.95) -> str:
   """Plots recall@100 vs speed-up over brute force (log), batch 1 and 256.
 
-  One colour per num_leaves, points labelled s<leaves searched>/r<reorder>,
-  brute force at (1.0, 1x), the target recall dotted, the chosen config
-  starred. Returns `path_png`.
+  One colour per num_leaves, one marker per reordering count, a line
+  through each (num_leaves, reordering) pair's configs in order of leaves
+  searched (points labelled s<leaves searched>), brute force at (1.0, 1x),
+  the target recall dotted, the chosen config starred. Rows with an
+  `error` are left out. Returns `path_png`.
   """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 
-  scann = [r for r in rows if r["method"] == "scann"]
+  scann = [r for r in rows
+           if r["method"] == "scann" and "error" not in r]
   leaves = sorted({r["num_leaves"] for r in scann})
+  reorders = sorted({r["num_reordering_candidates"] or 0 for r in scann})
   colours = dict(zip(leaves, plt.cm.viridis(np.linspace(0, 0.85, len(leaves)))))
-  fig, axes = plt.subplots(1, 2, figsize=(14, 6), sharex=True)
+  markers = dict(zip(reorders, "o^Dv<>p"))
+  fig, axes = plt.subplots(1, 2, figsize=(14, 6.5), sharex=True)
   for ax, b in zip(axes, (1, 256)):
     for num_leaves in leaves:
-      pts = sorted((r for r in scann if r["num_leaves"] == num_leaves),
-                   key=lambda r: r["recall"])
-      ax.scatter([r["recall"] for r in pts], [r[f"speedup_b{b}"] for r in pts],
-                 color=colours[num_leaves], label=f"ScaNN {num_leaves} leaves",
-                 s=30, zorder=3)
-      for r in pts:
-        ax.annotate(f"s{r['num_leaves_to_search']}/"
-                    f"r{r['num_reordering_candidates'] or 0}",
-                    (r["recall"], r[f"speedup_b{b}"]), fontsize=7,
-                    xytext=(3, 3), textcoords="offset points")
+      for reorder in reorders:
+        pts = sorted((r for r in scann if r["num_leaves"] == num_leaves and
+                      (r["num_reordering_candidates"] or 0) == reorder),
+                     key=lambda r: r["num_leaves_to_search"])
+        if not pts:
+          continue
+        ax.plot([r["recall"] for r in pts], [r[f"speedup_b{b}"] for r in pts],
+                color=colours[num_leaves], marker=markers[reorder], ms=5,
+                lw=0.8, alpha=0.85, zorder=3,
+                label=f"{num_leaves} leaves, {reorder} re-scored")
+        for r in pts:
+          ax.annotate(f"s{r['num_leaves_to_search']}",
+                      (r["recall"], r[f"speedup_b{b}"]), fontsize=6,
+                      xytext=(2, 2), textcoords="offset points",
+                      color=colours[num_leaves])
     ax.axhline(1.0, color="grey", ls="--", lw=1)
     ax.axvline(target_recall, color="red", ls=":", lw=1)
     for r in rows:
@@ -657,7 +776,7 @@ def plot_tradeoff(rows: Sequence[Dict[str, Any]], path_png: str,
     ax.set_ylabel("speed-up over brute force (p50 latency)")
     ax.set_title(f"batch {b}")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=7, loc="lower left", ncol=2)
   fig.suptitle("ScaNN recall / speed trade-off")
   fig.tight_layout()
   fig.savefig(path_png, dpi=110)

@@ -169,21 +169,33 @@ def test_saved_model_roundtrip_in_fresh_process(tmp_path):
 
 
 def test_synthetic_tradeoff_plot_and_markdown(tmp_path):
+  """Each tree in its own process; a tree that fails is reported, not fatal."""
   configs = [
       index.IndexConfig(num_leaves=20, num_leaves_to_search=2,
                         num_reordering_candidates=100),
       index.IndexConfig(num_leaves=20, num_leaves_to_search=20,
-                        num_reordering_candidates=1000)]
+                        num_reordering_candidates=1000),
+      # More leaves than vectors: ScaNN refuses to build this tree.
+      index.IndexConfig(num_leaves=5000, num_leaves_to_search=2,
+                        num_reordering_candidates=100)]
   lines = []
   rows = index.synthetic_tradeoff(
       num_vectors=3000, dim=16, num_queries=30, configs=configs,
-      num_batches=(10, 2), brute_force_batches=(10, 2), progress=lines.append)
-  assert [r["method"] for r in rows] == ["brute_force", "scann", "scann"]
+      num_batches=(10, 2), brute_force_batches=(10, 2), progress=lines.append,
+      work_dir=str(tmp_path))
+  assert [r["method"] for r in rows] == ["brute_force"] + ["scann"] * 3
   assert rows[0]["recall"] == 1.0 and rows[2]["recall"] >= 0.99
   assert sum(r["chosen"] for r in rows) == 1
+  assert "error" not in rows[1] and rows[1]["build_s"] == rows[2]["build_s"]
+  assert "less than the number of clusters" in rows[3]["error"]
+  assert "function_node" not in rows[3]["error"]
   assert any("exact top-100" in line for line in lines)
+  assert any("built L20" in line for line in lines)  # the worker's progress
+  assert any("L5000 skipped" in line for line in lines)
+  assert os.listdir(tmp_path) == []  # the corpus file is removed
   table = index.tradeoff_markdown(rows)
-  assert table.count("\n") == 5 and "(chosen)" in table
+  assert table.count("L20/s") == 2 and "(chosen)" in table
+  assert "- L5000/s2/r100/d2: not measured (InvalidArgumentError" in table
   png = index.plot_tradeoff(rows, str(tmp_path / "tradeoff.png"))
   with open(png, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
