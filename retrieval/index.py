@@ -107,12 +107,15 @@ class IndexConfig:
             f"/d{self.dimensions_per_block}")
 
 
-# Chosen by `synthetic_tradeoff(1_000_000, 64)` (fastest batch-1 p50 with
-# recall@100 >= 0.95): recall 0.959, p50 1.1 ms at batch 1 (26x brute force)
-# and 112 ms at batch 256 (9.8x), build 34 s on 2 cores. Reordering 2,000
-# candidates is what gets it past 0.95 (500: <= 0.935 at any leaf count).
+# For ~1M candidates of the served dimension (640): `make bench`'s sweep
+# (`synthetic_tradeoff(1_000_000, 640)`) chose 1000 leaves, 2 searched, 250
+# re-scored (recall@100 0.994, 114x brute force at batch 1, 47x at 256);
+# searching 1 leaf fell to 0.93, so this takes the next step, 5 searched
+# (0.9955, 106x and 39x in the same run). The choice depends on the
+# dimension: at 64-d 2000 leaves, 80 searched and 2,000 re-scored were
+# needed for 0.959.
 LARGE_CORPUS_CONFIG = IndexConfig(
-    num_leaves=2000, num_leaves_to_search=80, num_reordering_candidates=2000)
+    num_leaves=1000, num_leaves_to_search=5, num_reordering_candidates=250)
 
 
 def _to_tensors(

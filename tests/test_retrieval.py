@@ -71,7 +71,8 @@ def data(fake):
 def trained(data_config, tmp_path_factory):
   """A run interrupted after epoch 1, then resumed in the same RUN."""
   run_dir = str(tmp_path_factory.mktemp("retrieval_run") / "run")
-  config = train.RetrievalConfig(epochs=2, learning_rate=0.01, **USERS)
+  config = train.RetrievalConfig(epochs=2, learning_rate=0.01, members=2,
+                                 **USERS)
   first_logs, logs = [], []
   first = train.train_and_evaluate(dataclasses.replace(config, epochs=1),
                                    data_config, run_dir, log=first_logs.append)
