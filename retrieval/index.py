@@ -615,9 +615,10 @@ def synthetic_tradeoff(
   every tree are measured in a process of their own (see `_run_isolated`),
   which reads the corpus from a temporary `.npy` file.
 
-  At 1,000,000 x 64 with the default 24-config sweep this took 155 s on 2
-  quiet CPU cores (builds 12-34 s each, exact top-k 8 s, brute-force timing
-  10 s) and 450 s with other jobs loading the machine (load average ~9).
+  At 1,000,000 x 640 with the default 54-config sweep this took 812 s on 2
+  CPU cores and 23 GB (builds 121-252 s, one process per tree;
+  exact top-k 12 s); at 1,000,000 x 64 with the earlier 24-config sweep,
+  155 s.
 
   Args:
     num_vectors: Corpus size N.
