@@ -501,17 +501,21 @@ def _measure_group(corpus_path: str, queries: np.ndarray, exact: np.ndarray,
   """
   embeddings = np.load(corpus_path, mmap_mode="r")
   dim = embeddings.shape[1]
+
+  def measure(search, row, warmup):
+    row["recall"] = recall_against_exact(exact, _search_all(search, queries))
+    row.update(_latency_row(search, queries, num_batches, warmup))
+    log(f"{row['name']}: recall {row['recall']:.4f}, "
+        f"b1 p50 {row['b1_p50_ms']:.2f} ms, "
+        f"b256 p50 {row['b256_p50_ms']:.1f} ms")
+    return row
+
   t = time.perf_counter()
   if configs is None:
     layer = build_brute_force(None, None, embeddings, k)
-    build_s = time.perf_counter() - t
-    search = search_fn(layer, dim, k)
-    row = {"method": "brute_force", "name": "brute force", "build_s": build_s,
-           "recall": recall_against_exact(exact, _search_all(search, queries))}
-    row.update(_latency_row(search, queries, num_batches, (2, 1)))
-    log(f"brute force: recall {row['recall']:.4f}, b1 p50 "
-        f"{row['b1_p50_ms']:.2f} ms, b256 p50 {row['b256_p50_ms']:.1f} ms")
-    return [row]
+    row = {"method": "brute_force", "name": "brute force",
+           "build_s": time.perf_counter() - t}
+    return [measure(search_fn(layer, dim, k), row, (2, 1))]
   reorders = [c.num_reordering_candidates for c in configs
               if c.num_reordering_candidates is not None]
   build_config = dataclasses.replace(
@@ -521,17 +525,10 @@ def _measure_group(corpus_path: str, queries: np.ndarray, exact: np.ndarray,
   layer = build_scann(None, None, embeddings, build_config)
   build_s = time.perf_counter() - t
   log(f"built L{build_config.num_leaves} in {build_s:.1f}s")
-  rows = []
-  for config, search in _group_searches(layer, dim, configs):
-    row = {"method": "scann", "name": config.name, "build_s": build_s,
-           **dataclasses.asdict(config),
-           "recall": recall_against_exact(exact, _search_all(search, queries))}
-    row.update(_latency_row(search, queries, num_batches, (5, 2)))
-    rows.append(row)
-    log(f"{config.name}: recall {row['recall']:.4f}, "
-        f"b1 p50 {row['b1_p50_ms']:.2f} ms, "
-        f"b256 p50 {row['b256_p50_ms']:.1f} ms")
-  return rows
+  return [measure(search, {"method": "scann", "name": config.name,
+                           "build_s": build_s, **dataclasses.asdict(config)},
+                  (5, 2))
+          for config, search in _group_searches(layer, dim, configs)]
 
 
 def _group_worker(args_path: str, result_path: str) -> None:
@@ -566,9 +563,8 @@ def _run_isolated(args, work_dir: str,
   """
   args_path = os.path.join(work_dir, "args.pkl")
   result_path = os.path.join(work_dir, "result.pkl")
-  for path in (args_path, result_path):
-    if os.path.exists(path):
-      os.remove(path)
+  if os.path.exists(result_path):  # the previous tree's
+    os.remove(result_path)
   with open(args_path, "wb") as f:
     pickle.dump(args, f)
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -312,9 +312,9 @@ def config_from_flags() -> RetrievalConfig:
   if config.examples == "user" and config.negatives != "corpus":
     raise cli.UsageError("--examples user needs --negatives corpus (use "
                          "--examples rating for in_batch)")
-  if config.examples == "user" and config.history_dropout <= 0.0:
-    raise cli.UsageError("--examples user needs --history_dropout > 0 (the "
-                         "share of each history held out as targets)")
+  if config.examples == "user" and not 0.0 < config.history_dropout < 1.0:
+    raise cli.UsageError("--examples user needs --history_dropout in (0, 1) "
+                         "(the share of each history held out as targets)")
   if config.passes_per_epoch < 1:
     raise cli.UsageError("passes_per_epoch must be >= 1")
   if config.negatives not in model_lib.NEGATIVES:
