@@ -16,15 +16,17 @@ RAW_FLAG := $(if $(RAW_DATA),--raw_data=$(RAW_DATA),)
 DATA_FLAG := $(if $(DATA_DIR),--data_dir=$(DATA_DIR),)
 CLI := $(BIN)/tfrs-pipeline
 
-.PHONY: help install test data eda train-retrieval train-ranking tensorboard bench serve clean
+.PHONY: help install test data eda train train-retrieval train-sources train-ranking tensorboard bench serve clean
 
 help:
 	@echo "make install          create .venv and install (skipped when current with setup.cfg)"
 	@echo "make test             run the test suite"
 	@echo "make data             build the TFDS dataset (RAW_DATA=dir or download)"
 	@echo "make eda              exploratory HTML report -> reports/eda/index.html"
+	@echo "make train            everything serve needs, in order -> $(RUNS)/{retrieval,sources,ranking}"
 	@echo "make train-retrieval  train, evaluate, export retrieval -> $(RUNS)/retrieval"
-	@echo "make train-ranking    train, evaluate, export ranking -> $(RUNS)/ranking"
+	@echo "make train-sources    fit the item-to-item and popularity sources -> $(RUNS)/sources"
+	@echo "make train-ranking    train the ranker on candidate lists (needs retrieval) -> $(RUNS)/ranking"
 	@echo "make tensorboard      TensorBoard over $(RUNS)"
 	@echo "make bench            benchmark report -> bench/report.{json,md}"
 	@echo "make serve            HTTP service on PORT=$(PORT)"
@@ -53,11 +55,17 @@ data: install
 eda: install
 	$(CLI) eda $(RAW_FLAG) --out_dir=reports/eda
 
+train: install
+	$(CLI) train all $(RAW_FLAG) $(DATA_FLAG) --runs=$(RUNS)
+
 train-retrieval: install
 	$(CLI) train retrieval $(RAW_FLAG) $(DATA_FLAG) --run_dir=$(RUNS)/retrieval
 
+train-sources: install
+	$(CLI) train sources $(RAW_FLAG) $(DATA_FLAG) --sources_run=$(RUNS)/sources
+
 train-ranking: install
-	$(CLI) train ranking $(RAW_FLAG) $(DATA_FLAG) --run_dir=$(RUNS)/ranking
+	$(CLI) train ranking $(RAW_FLAG) $(DATA_FLAG) --run_dir=$(RUNS)/ranking --retrieval_run=$(RUNS)/retrieval
 
 tensorboard: install
 	$(BIN)/tensorboard --logdir $(RUNS) --bind_all

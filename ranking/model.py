@@ -55,9 +55,15 @@ import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from ranking import listwise
 from tfrs_pipeline import features, optim
 
 LIKED_THRESHOLD = 4.0
+EXAMPLES = ("lists", "ratings")
+# MMoE serving score: log P(engage among the candidates) + log P(liked)
+# (lists), P(engage) * E[rating], or the rating.
+SCORES = ("engage_liked", "engage_x_rating", "rating")
+LIST_MASK = "list_mask"  # lists: 1 for a real candidate, 0 for padding
 RATED = "rated"  # label: 1 for a real rating, 0 for a sampled negative
 MIN_RATING, MAX_RATING = 1.0, 5.0
 
@@ -121,6 +127,13 @@ class RankingConfig:
   has the lower test RMSE (0.849 vs 0.857), for ~2.2x DCN-v2's fit time.
   """
   model: str = "mmoe"
+  # What one training example is: `lists` (default), a user's candidate
+  # list from the two-stage sources labelled with held-out ratings (see
+  # `listwise`), or `ratings`, one train rating (+ sampled negatives for
+  # MMoE), the models' first form (no source features).
+  examples: str = "lists"
+  gain: str = "binary"  # lists: listwise gain of a labelled candidate
+  position_bias: bool = True  # lists: bias tower reads the source ranks
   # Shared input layer.
   extra_features: Tuple[str, ...] = ()
   embedding_l2: float = 1e-3
@@ -149,7 +162,7 @@ class RankingConfig:
   negative_sampling: str = "uniform"
   bias_tower_layers: Tuple[int, ...] = (16,)
   bias_dropout: float = 0.3
-  score: str = "engage_x_rating"
+  score: str = "engage_liked"
   max_train_seconds: float = 420.0  # fit budget, 0 = none (train.py)
   learning_rate: float = 2e-3
   lr_schedule: str = "cosine"  # constant | cosine (to 0 at `epochs`)
@@ -168,7 +181,8 @@ class RankingConfig:
     self.bias_tower_layers = tuple(int(u) for u in self.bias_tower_layers)
     checks = {"model": ("dcn", "mmoe"), "structure": ("stacked", "parallel"),
               "negative_sampling": ("uniform", "popularity"),
-              "score": ("engage_x_rating", "rating"),
+              "score": SCORES, "examples": EXAMPLES,
+              "gain": listwise.GAINS,
               "lr_schedule": optim.LR_SCHEDULES}
     for name, allowed in checks.items():
       if getattr(self, name) not in allowed:
@@ -181,8 +195,10 @@ def ranking_features(config: Optional[RankingConfig] = None
   """The model's features: `features_for(RANKING)` plus the config's
   `extra_features` that the spec defines, in spec order."""
   extra = set(config.extra_features if config else ())
+  pointwise = config is not None and config.examples == "ratings"
   return [f for f in features.FEATURES
-          if features.RANKING in f.models or f.name in extra]
+          if (features.RANKING in f.models or f.name in extra)
+          and not (pointwise and f.entity == features.SOURCE)]
 
 
 def ranking_inputs(config: Optional[RankingConfig] = None
@@ -282,21 +298,73 @@ class RankingInputs(tf.keras.layers.Layer):
   def call(self, inputs: Mapping[str, tf.Tensor], training=False
            ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Returns x0 [B, D], bias [B] (incl. <p_u, q_i>) and the weighted
-    L2 penalty (scalar, see the class docstring)."""
-    x0 = self.encoder(inputs, training=training)
+    L2 penalty (scalar, see the class docstring).
+
+    Candidate lists (`is_list`): user and context inputs [B], movie and
+    source inputs [B, L]; user-side features are computed once per list
+    and repeated, and every output is per candidate, flattened: [B * L].
+    """
+    per_row = flat_inputs(inputs)
+    x0 = tf.concat([self._embed(e, inputs, per_row, training)
+                    for e in self.encoder.embeddings], axis=1)
     penalty = tf.reduce_mean(tf.reduce_sum(tf.square(x0), axis=1))
     bias = tf.fill(tf.shape(x0)[:1], self.global_mean)
     for layer in self.biases:
-      b = tf.squeeze(layer(inputs), axis=1)
+      b = tf.squeeze(self._embed(layer, inputs, per_row, training), axis=1)
       bias += b
       penalty += tf.reduce_mean(tf.square(b))
     penalty *= self.embedding_l2
     if self.factors:
-      p, q = (layer(inputs) for layer in self.factors)
+      p, q = (self._embed(layer, inputs, per_row, training)
+              for layer in self.factors)
       bias += tf.reduce_sum(p * q, axis=1)
       penalty += self.factorization_l2 * tf.reduce_mean(
           tf.reduce_sum(tf.square(p) + tf.square(q), axis=1))
     return self.dropout(x0, training=training), bias, penalty
+
+  @staticmethod
+  def _embed(layer: features.FeatureEmbedding, inputs, per_row, training):
+    """One feature's embedding per candidate row: [B * L, dim]."""
+    if not is_list(inputs) or layer.feature.entity in _PER_CANDIDATE:
+      return layer(per_row, training=training)
+    return tf.repeat(layer(inputs, training=training), list_size(inputs),
+                     axis=0)
+
+
+_PER_CANDIDATE = (features.MOVIE, features.SOURCE)
+
+
+def is_list(inputs: Mapping[str, tf.Tensor]) -> bool:
+  """True for a batch of candidate lists (`movie_id` [B, L])."""
+  return inputs["movie_id"].shape.rank == 2
+
+
+def list_size(inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
+  return tf.shape(inputs["movie_id"])[1]
+
+
+def flat_inputs(inputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+  """One row per candidate: [B, L] inputs flattened to [B * L], [B] inputs
+  repeated L times (a pointwise batch is returned as it is)."""
+  if not is_list(inputs):
+    return dict(inputs)
+  size = list_size(inputs)
+  out = {}
+  for k, v in inputs.items():
+    if isinstance(v, tf.RaggedTensor):
+      continue  # per-user bags of ids: embedded once per list
+    out[k] = (tf.reshape(v, [-1]) if v.shape.rank == 2
+              else tf.repeat(v, size, axis=0))
+  return out
+
+
+def list_labels(inputs: Mapping[str, tf.Tensor]):
+  """(held-out ratings [B, L] (0 = unlabelled), mask [B, L], labelled
+  [B, L]) of a batch of candidate lists, as float32."""
+  ratings = tf.cast(inputs[features.LABEL], tf.float32)
+  mask = tf.cast(inputs[LIST_MASK], tf.float32)
+  rated = tf.cast(ratings > 0, tf.float32) * mask
+  return ratings * mask, mask, rated
 
 
 class MLP(tf.keras.layers.Layer):
@@ -423,7 +491,11 @@ class DCN(tfrs.models.Model):
                           config.structure, config.deep_layers,
                           config.dropout, config.diag_scale, name="dcn")
     self.head = tf.keras.layers.Dense(1, name="rating_head")
+    # Lists: a second head scores the candidates (listwise loss).
+    self.score_head = (tf.keras.layers.Dense(1, name="score_head")
+                       if config.examples == "lists" else None)
     self.task = rating_task()
+    self.list_loss = tf.keras.metrics.Mean("list_loss")
 
   @property
   def cross_network(self) -> CrossNetwork:
@@ -433,19 +505,36 @@ class DCN(tfrs.models.Model):
     x0, bias, penalty = self.inputs_layer(inputs, training=training)
     h = self.body(x0, training=training)
     rating = bias + tf.squeeze(self.head(h), axis=1)
-    return rating, penalty
+    score = (tf.squeeze(self.score_head(h), axis=1)
+             if self.score_head is not None else None)
+    return rating, score, penalty
 
   def call(self, inputs: Mapping[str, tf.Tensor], training=False
            ) -> Dict[str, tf.Tensor]:
-    rating, _ = self._forward(inputs, training)
+    rating, score, _ = self._forward(inputs, training)
     clipped = clip_rating(rating)
-    return {"rating_raw": rating, "rating": clipped, "score": clipped}
+    return {"rating_raw": rating, "rating": clipped,
+            "score": clipped if score is None else score}
 
   def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
-    rating, penalty = self._forward(inputs, training)
-    loss = self.task(labels=inputs[features.LABEL][:, tf.newaxis],
-                     predictions=rating[:, tf.newaxis])
-    return loss + penalty  # already weighted (RankingInputs)
+    rating, score, penalty = self._forward(inputs, training)
+    if not is_list(inputs):
+      loss = self.task(labels=inputs[features.LABEL][:, tf.newaxis],
+                       predictions=rating[:, tf.newaxis])
+      return loss + penalty  # already weighted (RankingInputs)
+    ratings, mask, rated = list_labels(inputs)
+    list_loss = listwise.softmax_cross_entropy(
+        tf.reshape(score, tf.shape(ratings)),
+        listwise.gains(ratings, self.config.gain), mask)
+    self.list_loss.update_state(list_loss)
+    flat_rated = tf.reshape(rated, [-1, 1])
+    norm = tf.cast(tf.size(flat_rated), tf.float32) / tf.maximum(
+        tf.reduce_sum(flat_rated), 1.0)
+    rating_loss = self.task(labels=tf.reshape(ratings, [-1, 1]),
+                            predictions=rating[:, tf.newaxis],
+                            sample_weight=flat_rated)
+    return (self.config.engagement_weight * list_loss
+            + norm * self.config.rating_weight * rating_loss + penalty)
 
 
 # --------------------------------------------------------------------------
@@ -490,12 +579,18 @@ class BiasFeatures(tf.keras.layers.Layer):
     not a preference for this movie.
 
   Both are looked up by id in tables built from the train split (unknown
-  id -> 0 ratings) and standardized with train statistics.
+  id -> 0 ratings) and standardized with train statistics. With
+  `position`, also each candidate source's position for the candidate
+  (log2(1 + rank), and 1 when the source did not retrieve it): the
+  position bias of Zhao et al. 2019, for candidate lists. Output
+  [B, 2 (+ 2 * sources)].
   """
 
   def __init__(self, user_counts: Mapping[str, int],
-               movie_counts: Mapping[str, int], **kwargs):
+               movie_counts: Mapping[str, int], position: bool = False,
+               **kwargs):
     super().__init__(**kwargs)
+    self.position = position
     self._tables, self._stats = [], []
     for key, counts in (("movie_id", movie_counts),
                         ("user_id", user_counts)):
@@ -511,6 +606,11 @@ class BiasFeatures(tf.keras.layers.Layer):
   def call(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
     cols = [(table.lookup(inputs[key]) - mean) / std
             for (key, table), (mean, std) in zip(self._tables, self._stats)]
+    if self.position:
+      for source in features.CANDIDATE_SOURCES:
+        rank = tf.cast(inputs[f"{source}_rank"], tf.float32)
+        cols += [tf.math.log(1.0 + rank) / tf.math.log(2.0) / 8.0,
+                 tf.cast(rank < 1.0, tf.float32)]
     return tf.stack(cols, axis=1)
 
 
@@ -577,11 +677,14 @@ class MMoE(tfrs.models.Model):
         if config.liked_from_rating else None)
     self.bias_tower = BiasTower(
         BiasFeatures(user_counts or {}, movie_counts or {},
+                     position=config.position_bias
+                     and config.examples == "lists",
                      name="bias_features"),
         config.bias_tower_layers, config.bias_dropout, name="bias_tower")
     self.engagement_task = binary_task("engagement_")
     self.rating_task = rating_task("rating_")
     self.liked_task = binary_task("liked_")
+    self.list_engagement_loss = tf.keras.metrics.Mean("engagement_list_loss")
 
   @property
   def cross_network(self) -> CrossNetwork:
@@ -602,7 +705,7 @@ class MMoE(tfrs.models.Model):
           self.liked_from_rating(out["rating"][:, tf.newaxis]), axis=1)
     if with_bias_tower:
       out["engagement_train"] = out["engagement"] + self.bias_tower(
-          inputs, training=training)
+          flat_inputs(inputs), training=training)
     out["penalty"] = penalty
     out["gates"] = dict(zip(TASKS, gates))
     return out
@@ -612,8 +715,14 @@ class MMoE(tfrs.models.Model):
     out = self.logits(inputs, training)
     rating = clip_rating(out["rating"])
     engagement = tf.sigmoid(out["engagement"])
-    score = (engagement * rating if self.config.score == "engage_x_rating"
-             else rating)
+    if self.config.score == "engage_liked":
+      # log P(engage) + log P(liked): for lists, the engagement logit is a
+      # log-probability among the request's candidates up to a constant.
+      score = out["engagement"] + tf.math.log_sigmoid(out["liked"])
+    elif self.config.score == "engage_x_rating":
+      score = engagement * rating
+    else:
+      score = rating
     return {"rating_raw": out["rating"], "rating": rating,
             "engagement": engagement, "liked": tf.sigmoid(out["liked"]),
             "score": score}
@@ -621,6 +730,8 @@ class MMoE(tfrs.models.Model):
   def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
     c = self.config
     out = self.logits(inputs, training, with_bias_tower=True)
+    if is_list(inputs):
+      return self._list_loss(inputs, out)
     rating = inputs[features.LABEL][:, tf.newaxis]
     rated = tf.cast(inputs[RATED], tf.float32)[:, tf.newaxis]
     liked = tf.cast(rating >= LIKED_THRESHOLD, tf.float32)
@@ -640,6 +751,32 @@ class MMoE(tfrs.models.Model):
             + norm * (c.rating_weight * rating_loss
                       + c.liked_weight * liked_loss)
             + out["penalty"])  # already weighted (RankingInputs)
+
+  def _list_loss(self, inputs, out) -> tf.Tensor:
+    """Candidate lists: engagement listwise (softmax over each list,
+    positives = labelled candidates with `config.gain`), rating and liked
+    on the labelled candidates."""
+    c = self.config
+    ratings, mask, rated = list_labels(inputs)
+    shape = tf.shape(ratings)
+    engagement = listwise.softmax_cross_entropy(
+        tf.reshape(out["engagement_train"], shape),
+        listwise.gains(ratings, c.gain), mask)
+    self.list_engagement_loss.update_state(engagement)
+    flat_rating = tf.reshape(ratings, [-1, 1])
+    flat_rated = tf.reshape(rated, [-1, 1])
+    norm = tf.cast(tf.size(flat_rated), tf.float32) / tf.maximum(
+        tf.reduce_sum(flat_rated), 1.0)
+    rating_loss = self.rating_task(
+        labels=flat_rating, predictions=out["rating"][:, tf.newaxis],
+        sample_weight=flat_rated)
+    liked_loss = self.liked_task(
+        labels=tf.cast(flat_rating >= LIKED_THRESHOLD, tf.float32),
+        predictions=out["liked"][:, tf.newaxis], sample_weight=flat_rated)
+    return (c.engagement_weight * engagement
+            + norm * (c.rating_weight * rating_loss
+                      + c.liked_weight * liked_loss)
+            + out["penalty"])
 
   def gate_weights(self, inputs) -> Dict[str, tf.Tensor]:
     """{task: gate weights [B, K]} (rows sum to 1)."""

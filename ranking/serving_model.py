@@ -22,6 +22,12 @@ Signatures:
   default (OOV embeddings) and still get predictions. The time context
   (`timestamp`) is the latest timestamp of the train data, stored in the
   model: "now" as of training.
+* `rank_lists`: candidate lists, what the two-stage recommender calls:
+  the user and context inputs [B] (`user_id`, demographics,
+  `user_history`, `timestamp`), `movie_id` [B, L] and each candidate
+  source's `<source>_score` / `<source>_rank` [B, L] (see
+  `features.CANDIDATE_SOURCES`) -> every output [B, L]. The other movie
+  inputs are looked up by id inside.
 * `serve_features`: every ranking input explicit (names and dtypes of
   `features.inputs_for(RANKING)` plus the inputs of
   `RankingConfig.extra_features`, each [B]; `user_history` is the
@@ -39,7 +45,7 @@ rating (`score="rating"`).
 from __future__ import annotations
 
 import os
-from typing import Dict, Mapping
+from typing import Dict, List, Mapping, Sequence
 
 import numpy as np
 
@@ -91,6 +97,29 @@ class RankingServer(tf.Module):
         self._serve_ids,
         input_signature=[tf.TensorSpec([None], tf.string, name="user_id"),
                          tf.TensorSpec([None], tf.string, name="movie_id")])
+    # Candidate lists: user-side inputs [B], movie_id and source inputs
+    # [B, L]; movie attributes are looked up inside.
+    self.list_inputs = list_inputs(self.ranking_inputs)
+    self.rank_lists = tf.function(
+        self._rank_lists, input_signature=[self.list_input_specs()])
+
+  def list_input_specs(self) -> Dict[str, tf.TensorSpec]:
+    """`rank_lists` input specs: [None] per user, [None, None] per
+    candidate."""
+    return {i.name: tf.TensorSpec(
+        [None, None] if per_candidate(i) else [None], i.dtype, name=i.name)
+            for i in self.list_inputs}
+
+  def _rank_lists(self, inputs):
+    inputs = dict(inputs)
+    movie_inputs = self.movie_table(inputs["movie_id"])
+    for spec in self.ranking_inputs:
+      if spec.name not in inputs:
+        inputs[spec.name] = movie_inputs[spec.name]
+    out = self.model(inputs, training=False)
+    shape = tf.shape(inputs["movie_id"])
+    return {k: tf.reshape(tf.cast(out[k], tf.float32), shape)
+            for k in self.outputs}
 
   def _predict(self, inputs) -> Dict[str, tf.Tensor]:
     out = self.model(dict(inputs), training=False)
@@ -108,6 +137,19 @@ class RankingServer(tf.Module):
                           for s in self.ranking_inputs})
 
 
+def per_candidate(spec: features.Input) -> bool:
+  """Whether a list input is per candidate ([B, L]) or per user ([B])."""
+  return spec.entity in (features.MOVIE, features.SOURCE)
+
+
+def list_inputs(ranking_inputs: Sequence[features.Input]
+                ) -> List[features.Input]:
+  """What `rank_lists` takes: the user and context inputs, `movie_id` and
+  the source inputs (other movie inputs are looked up by id)."""
+  return [i for i in ranking_inputs
+          if i.entity != features.MOVIE or i.name == "movie_id"]
+
+
 def export_model(model: tf.keras.Model, users: Mapping[str, np.ndarray],
                  movies: Mapping[str, np.ndarray], default_timestamp: int,
                  export_dir: str, log=print) -> str:
@@ -116,4 +158,5 @@ def export_model(model: tf.keras.Model, users: Mapping[str, np.ndarray],
   return export.save_atomic(
       server, os.path.join(export_dir, EXPORT_NAME),
       signatures={"serving_default": server.serving_default,
-                  "serve_features": server.serve_features}, log=log)
+                  "serve_features": server.serve_features,
+                  "rank_lists": server.rank_lists}, log=log)

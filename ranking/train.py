@@ -32,15 +32,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import tensorflow as tf
 
-from ranking import evaluate, interactions, serving_model
-from ranking.model import RATED, RankingConfig, build_model, ranking_inputs
+from ranking import evaluate, interactions, listwise, serving_model
+from ranking.model import (LIST_MASK, RATED, RankingConfig, build_model,
+                           ranking_inputs)
 from tfrs_pipeline import features, optim, pipeline, runs
 
 __all__ = ["RankingConfig", "Prepared", "train_and_evaluate", "main",
@@ -366,6 +367,11 @@ def train_and_evaluate(config: RankingConfig,
   utilization), `global_mean_rmse` of the same split, `train_seconds`
   (fit only), `total_seconds`, `epochs`, `export_dir`.
   """
+  if config.examples != "ratings":
+    raise ValueError("train_and_evaluate trains on ratings "
+                     "(examples='ratings'); a ranker on candidate lists is "
+                     "trained by `tfrs-pipeline train ranking` "
+                     "(tfrs_pipeline.cascade.train_ranker)")
   with runs.Timer() as total:
     run = runs.RunDir(run_dir)
     data_config = ranking_data_config(config, data_config)
@@ -406,6 +412,167 @@ def train_prepared(config: RankingConfig, prepared: Prepared,
 
 
 # --------------------------------------------------------------------------
+# Candidate lists (`RankingConfig.examples="lists"`).
+
+
+@dataclasses.dataclass
+class Lists:
+  """Candidate lists of U users, L candidates each (padded).
+
+  users: per-user ranking inputs [U] (`user_id`, demographics,
+    `user_history`, `timestamp`).
+  candidates: per-candidate columns [U, L]: `movie_id` ("" = padding),
+    the other movie inputs, the source inputs, `user_rating` (the
+    held-out label, 0 = none) and `list_mask` (1 = a real candidate).
+  """
+  users: Columns
+  candidates: Columns
+
+  @property
+  def size(self) -> int:
+    return len(self.candidates["movie_id"])
+
+  def take(self, rows: np.ndarray) -> "Lists":
+    return Lists(take(self.users, rows), take(self.candidates, rows))
+
+
+@dataclasses.dataclass
+class ListContext:
+  """What a list-trained ranker needs besides the lists."""
+  vocabularies: features.Vocabularies  # of the rating features
+  global_mean: float
+  user_counts: Dict[str, int]
+  movie_counts: Dict[str, int]
+  movies: Dict[str, np.ndarray]  # table served by the export
+  users: Dict[str, np.ndarray]
+  latest_timestamp: int
+
+
+def fit_source_vocabularies(lists: Lists) -> features.Vocabularies:
+  """Vocabularies and statistics of the source features, from the real
+  candidates of the training lists."""
+  mask = lists.candidates[LIST_MASK] > 0
+  batch = {f.source: tf.constant(lists.candidates[f.source][mask])
+           for f in features.source_features()}
+  return features.Vocabularies.fit([batch], features.source_features())
+
+
+def list_dataset(lists: Lists, batch_size: int,
+                 encoder: features.FeatureEncoder,
+                 seed: Optional[int] = None) -> tf.data.Dataset:
+  """Batches of lists: per-user inputs [B], per-candidate [B, L]; the
+  ids of the user-side bag features (rated movies) looked up once and
+  cached."""
+  ds = tf.data.Dataset.from_tensor_slices({**lists.users,
+                                           **lists.candidates})
+  bags = [e for e in encoder.embeddings
+          if e.feature.kind == "multi_categorical"
+          and e.feature.entity == features.USER]
+
+  def add(batch):
+    batch = dict(batch)
+    for layer in bags:
+      batch[layer.ids_key] = tf.cast(layer.ids(batch), tf.int32)
+    for source in {layer.feature.source for layer in bags}:
+      del batch[source]
+    return batch
+
+  ds = ds.batch(256).map(add).unbatch().cache()
+  if seed is not None:
+    ds = ds.shuffle(lists.size, seed=seed, reshuffle_each_iteration=True)
+  return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def predict_lists(model: tf.keras.Model, lists: Lists,
+                  batch_size: int = 64) -> Dict[str, np.ndarray]:
+  """Serving outputs of `model` per candidate: {name: [U, L]}."""
+  encoder = model.inputs_layer.encoder
+
+  @tf.function
+  def step(batch):
+    out = model(batch, training=False)
+    shape = tf.shape(batch["movie_id"])
+    return {k: tf.reshape(v, shape) for k, v in out.items()}
+
+  chunks: Dict[str, list] = {}
+  for batch in list_dataset(lists, batch_size, encoder):
+    for k, v in step(batch).items():
+      chunks.setdefault(k, []).append(v.numpy())
+  return {k: np.concatenate(v) for k, v in chunks.items()}
+
+
+class _ListValidation(tf.keras.callbacks.Callback):
+  """Adds `val_ndcg_at_10` (list-local NDCG@10 of the serving score over
+  the validation lists, relevant = held-out rating >= 4) to the logs."""
+
+  def __init__(self, lists: Lists):
+    super().__init__()
+    self.lists = lists
+
+  def on_epoch_end(self, epoch, logs=None):
+    out = predict_lists(self.model, self.lists)
+    c = self.lists.candidates
+    for key, value in listwise.ndcg_at(
+        out["score"], c[features.LABEL] >= 4.0, c[LIST_MASK]).items():
+      if key != "lists":
+        logs[f"val_{key}"] = value
+
+
+def fit_lists(config: RankingConfig, lists: Lists, context: ListContext,
+              run: runs.RunDir, log=print, verbose: int = 0
+              ) -> Tuple[tf.keras.Model, Dict[str, float]]:
+  """Trains a list ranker with early stopping on the validation lists (a
+  seeded `validation_fraction` of the users, at least 10% of them);
+  returns the model with the best weights and the validation metrics of
+  its best epoch."""
+  import time  # pylint: disable=g-import-not-at-top
+  runs.set_seeds(config.seed)
+  vocabularies = context.vocabularies.merged(fit_source_vocabularies(lists))
+  model = build_model(config, vocabularies, context.global_mean,
+                      context.user_counts, context.movie_counts)
+  rng = np.random.default_rng(config.seed)
+  order = rng.permutation(lists.size)
+  num_val = max(1, int(round(lists.size * max(config.validation_fraction,
+                                               0.1))))
+  validation, train = lists.take(order[:num_val]), lists.take(order[num_val:])
+  log(f"[ranking] {config.model} on candidate lists: {train.size} train / "
+      f"{validation.size} validation users, "
+      f"{lists.candidates['movie_id'].shape[1]} candidates each")
+  model.compile(optimizer=optim.adam(
+      config.learning_rate, config.lr_schedule,
+      config.epochs * optim.steps_per_epoch(train.size, config.batch_size)))
+  callbacks = [
+      _ListValidation(validation),
+      tf.keras.callbacks.EarlyStopping(
+          monitor="val_ndcg_at_10", mode="max", patience=config.patience,
+          restore_best_weights=True),
+      tf.keras.callbacks.TensorBoard(run.logs, histogram_freq=0,
+                                     write_graph=False, profile_batch=0),
+      _Progress(log, time.perf_counter()),
+  ]
+  if config.max_train_seconds:
+    callbacks.append(_TimeBudget(config.max_train_seconds, log))
+  model.fit(list_dataset(train, config.batch_size, model.inputs_layer.encoder,
+                         config.seed),
+            epochs=config.epochs, callbacks=callbacks, verbose=verbose)
+  history = model.history.history if model.history else {}
+  ndcg = history.get("val_ndcg_at_10", [])
+  best = int(np.argmax(ndcg)) if ndcg else 0
+  val = {k[4:]: float(v[best]) for k, v in history.items()
+         if k.startswith("val_")}
+  val["epochs"] = len(ndcg)
+  val["best_epoch"] = best + 1
+  return model, val
+
+
+def export_lists_model(model: tf.keras.Model, context: ListContext,
+                       run: runs.RunDir, log=print) -> str:
+  return serving_model.export_model(model, context.users, context.movies,
+                                    context.latest_timestamp, run.export,
+                                    log=log)
+
+
+# --------------------------------------------------------------------------
 # Command line.
 
 
@@ -420,6 +587,8 @@ def define_flags():
     if name == "seed":
       continue  # the common --seed
     help_text = f"RankingConfig.{name} (see ranking/model.py)."
+    if name in flags.FLAGS:
+      continue
     if name == "model":
       flags.DEFINE_enum(name, default, ["dcn", "mmoe"],
                         "Ranking model: dcn (DCN-v2) or mmoe (multitask).")

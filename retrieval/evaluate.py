@@ -76,7 +76,7 @@ def test_queries(data: pipeline.Data, query_model: tf.keras.Model,
 
 def latest_train_timestamps(data: pipeline.Data) -> Tuple[Dict[str, int], int]:
   """(user id -> timestamp of the user's latest train rating, overall max)."""
-  ratings = data.train_ratings
+  ratings = data.seen_ratings
   if ratings is None:
     ratings = pipeline.ratings_frame(data.train)
   latest = ratings.groupby("user_id").timestamp.max()
@@ -161,8 +161,9 @@ def evaluate(model: model_lib.RetrievalModel, data: pipeline.Data,
                                           movie_embeddings)
   result["num_test_queries"] = int(len(queries))
 
-  # Per-user ranking metrics, train movies excluded.
-  train = data.train_ratings
+  # Per-user ranking metrics, train movies excluded (label ratings too:
+  # they are the user's train movies as a request sees them).
+  train = data.seen_ratings
   if train is None:
     train = pipeline.ratings_frame(data.train)
   test = pd.DataFrame({"user_id": test_users, "movie_id": test_movies})

@@ -93,7 +93,7 @@ class RetrievalConfig:
   learning_rate: float = 0.003  # Adam
   lr_schedule: str = "cosine"  # constant | cosine (to 0 over all epochs)
   eval_sample: int = 5000  # test ratings for the per-epoch top-k metrics
-  top_k: int = 100  # K of the exported index
+  top_k: int = 500  # K of the exported index (a request for N candidates gets N <= K)
   seed: int = 42
 
   @property

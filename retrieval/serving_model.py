@@ -21,7 +21,9 @@ out["scores"]     # float32 [B, K]
 Signatures:
 
 * `serving_default`: {user_id: string [B]} -> {movie_ids: string [B, K],
-  scores: float32 [B, K]}. The user's inputs (demographics, history) are
+  scores: float32 [B, K], embedding: float32 [B, D] (the query embedding:
+  the two-stage recommender scores candidates of other sources with it
+  against `candidates.npz`)}. The user's inputs (demographics, history) are
   looked up inside the model (`export.EntityTable`); an unknown id gets
   every input's default (OOV embeddings, empty history) and still gets K
   results. `default_timestamp` (the latest train timestamp, stored in the
@@ -29,7 +31,7 @@ Signatures:
   signatures if the query tower reads `timestamp` (the default spec keeps
   time for ranking only), and what the recommender gives the ranking
   stage for a new user.
-  K = `RetrievalConfig.top_k` (default 100), at most the number of movies.
+  K = `RetrievalConfig.top_k` (default 500), at most the number of movies.
 * `user_embedding`: {user_id: string [B]} -> {embedding: float32 [B, D]}
   (same lookups and time context as `serving_default`).
 * `serve_features`: every query-tower input explicit (names and dtypes of
@@ -100,11 +102,15 @@ class RetrievalServer(tf.Module):
     scores, ids = self.index(embeddings, k=self.k)
     return {"movie_ids": ids, "scores": scores}
 
+  def _search_and_embed(self, inputs):
+    embeddings = self.query_model(inputs)
+    return {**self._search(embeddings), "embedding": embeddings}
+
   def _serve_features(self, inputs):
-    return self._search(self.query_model(dict(inputs)))
+    return self._search_and_embed(dict(inputs))
 
   def _serve_user_id(self, user_id):
-    return self._search(self.query_model(self._inputs_of(user_id)))
+    return self._search_and_embed(self._inputs_of(user_id))
 
   def _user_embedding(self, user_id):
     return {"embedding": self.query_model(self._inputs_of(user_id))}

@@ -187,7 +187,7 @@ def train_and_evaluate(config: RetrievalConfig,
   model = model_lib.RetrievalModel(config, data.vocabularies, frequencies,
                                    corpus=data.table("movies"))
   if config.examples == "user":
-    examples = model.user_examples(data.users)
+    examples = model.user_examples(data.fit_users)
     users = int(train_ratings.user_id.nunique())
     num_examples = config.passes_per_epoch * users
     unit = f"{users} users x {config.passes_per_epoch} passes"

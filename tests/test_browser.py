@@ -76,10 +76,10 @@ def test_page(browser, server, tmp_path):  # pylint: disable=redefined-outer-nam
   recs = _rows(browser, "recs")
   assert len(recs) == 10
   cells = recs[0].find_elements(By.TAG_NAME, "td")
-  assert len(cells) == 7 and cells[1].text  # title
+  assert len(cells) == 8 and cells[1].text  # title
   headers = [h.text for h in browser.find_elements(By.CSS_SELECTOR,
                                                    "#recs th")]
-  assert "Director" in headers and "Star" in headers
+  assert "Director" in headers and "Star" in headers and "Why" in headers
   directors = [r.find_element(By.CSS_SELECTOR, "td.director").text
                for r in recs]
   stars = [r.find_element(By.CSS_SELECTOR, "td.star").text for r in recs]
@@ -101,7 +101,13 @@ def test_page(browser, server, tmp_path):  # pylint: disable=redefined-outer-nam
   _wait(browser, lambda d: d.find_element(By.ID, "error").is_displayed())
   assert "unknown user id" in browser.find_element(By.ID, "error").text
 
-  # New user from demographics.
+  # New user from demographics (the fields start empty).
+  from selenium.webdriver.support.ui import Select  # pylint: disable=g-import-not-at-top
+  assert browser.find_element(By.ID, "age").get_attribute("value") == ""
+  browser.find_element(By.ID, "age").send_keys("30")
+  Select(browser.find_element(By.ID, "gender")).select_by_value("F")
+  Select(browser.find_element(By.ID, "occupation")).select_by_value("writer")
+  browser.find_element(By.ID, "zip").send_keys("94110")
   browser.find_element(By.ID, "new-user-submit").click()
   _wait(browser, lambda d: "new user" in d.find_element(
       By.ID, "recs-title").text)
@@ -109,3 +115,89 @@ def test_page(browser, server, tmp_path):  # pylint: disable=redefined-outer-nam
   assert not browser.find_element(By.ID, "error").is_displayed()
   assert _rows(browser, "ratings") == []
   browser.save_screenshot(str(tmp_path / "page_new_user.png"))
+
+  # New user who likes movies: search a fragment of a recommended title,
+  # pick it; the table refreshes without it.
+  def updates():
+    return int(browser.find_element(By.ID, "recs").get_attribute(
+        "data-updates") or 0)
+
+  def rec_ids():
+    return [r.get_attribute("data-movie-id") for r in _rows(browser, "recs")]
+
+  def pick(movie_id, fragment, shot=None):
+    search = browser.find_element(By.ID, "movie-search")
+    search.clear()
+    search.send_keys(fragment)
+    selector = f'#movie-results button[data-movie-id="{movie_id}"]'
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, selector))
+    if shot:
+      browser.save_screenshot(str(tmp_path / shot))
+    before = updates()
+    browser.find_element(By.CSS_SELECTOR, selector).click()
+    _wait(browser, lambda d: updates() > before)
+
+  first = _rows(browser, "recs")[0]
+  movie_id = first.get_attribute("data-movie-id")
+  title = first.find_element(By.CSS_SELECTOR, "td.title").text
+  before_ids = rec_ids()
+  pick(movie_id, title[1:].upper())  # case-insensitive substring
+  assert not browser.find_element(By.ID, "error").is_displayed()
+  liked = browser.find_elements(By.CSS_SELECTOR, "#liked li")
+  assert [li.get_attribute("data-movie-id") for li in liked] == [movie_id]
+  assert title in liked[0].text
+  assert "1 movie you like" in browser.find_element(By.ID,
+                                                    "recs-title").text
+  ids = rec_ids()
+  assert len(ids) == 10 and movie_id not in ids and ids != before_ids
+  whys = [r.find_element(By.CSS_SELECTOR, "td.why").text
+          for r in _rows(browser, "recs")]
+  assert all(w and w != "\u2014" for w in whys), whys
+  assert all(w.startswith("because you liked ") or "two-tower" in w
+             for w in whys), whys
+  # The right-hand table lists the movies the visitor likes.
+  assert "Movies you like" in browser.find_element(By.ID,
+                                                   "ratings-title").text
+  assert title in _rows(browser, "ratings")[0].text
+
+  # A second movie, found by typing only lower case: Toy Story (id 2),
+  # or the next recommended movie when that is the one already picked.
+  second = "2" if movie_id != "2" else ids[0]
+  second_title = "Toy Story" if second == "2" else _rows(browser, "recs")[
+      0].find_element(By.CSS_SELECTOR, "td.title").text
+  pick(second, second_title.lower()[:6], "page_search.png")
+  liked_ids = [li.get_attribute("data-movie-id") for li in
+               browser.find_elements(By.CSS_SELECTOR, "#liked li")]
+  assert liked_ids == [second, movie_id]
+  assert "2 movies you like" in browser.find_element(By.ID,
+                                                     "recs-title").text
+  assert not {movie_id, second} & set(rec_ids())
+  # Rating control and partial demographics: the error box names the
+  # missing field.
+  browser.find_element(By.ID, "zip").clear()
+  before = updates()
+  Select(browser.find_element(By.CSS_SELECTOR, "#liked li select")
+         ).select_by_value("3")
+  _wait(browser, lambda d: d.find_element(By.ID, "error").is_displayed())
+  assert "missing: zip" in browser.find_element(By.ID, "error").text
+  browser.find_element(By.ID, "zip").send_keys("94110")
+  browser.find_element(By.ID, "new-user-submit").click()
+  _wait(browser, lambda d: updates() > before)
+  assert not browser.find_element(By.ID, "error").is_displayed()
+  assert not {movie_id, second} & set(rec_ids())
+  shot = tmp_path / "page_ratings.png"
+  browser.save_screenshot(str(shot))
+  assert shot.stat().st_size > 10_000
+  print(f"screenshot: {shot}")
+
+  # Remove the first pick: it may be recommended again, the other not.
+  before = updates()
+  remove = [li for li in browser.find_elements(By.CSS_SELECTOR, "#liked li")
+            if li.get_attribute("data-movie-id") == movie_id][0]
+  remove.find_element(By.CSS_SELECTOR, "button.remove").click()
+  _wait(browser, lambda d: updates() > before)
+  assert [li.get_attribute("data-movie-id") for li in
+          browser.find_elements(By.CSS_SELECTOR, "#liked li")] == [second]
+  assert second not in rec_ids()
+  assert "1 movie you like" in browser.find_element(By.ID,
+                                                    "recs-title").text

@@ -21,7 +21,7 @@ from ranking.model import (DCN, MMoE, RATED, TASKS, RankingConfig,
                            ranking_features, ranking_inputs)
 from tfrs_pipeline import features, runs
 
-SMALL = dict(model="dcn", deep_layers=(16,), expert_layers=(8,),
+SMALL = dict(model="dcn", examples="ratings", deep_layers=(16,), expert_layers=(8,),
              tower_layers=(8,), num_experts=3, bias_tower_layers=(4,),
              batch_size=256,
              epochs=1, validation_fraction=0.1)
@@ -84,7 +84,7 @@ def test_interaction_matrix_blocks_and_png(prepared, tmp_path):
   model, _ = _build(prepared, projection_dim=4)
   model(_batch(prepared.train))
   names, matrix = interactions.model_interactions(model)
-  ranking = [f.name for f in ranking_features(RankingConfig())]
+  ranking = [f.name for f in ranking_features(RankingConfig(**SMALL))]
   assert names == ranking
   assert matrix.shape == (len(ranking), len(ranking))
   assert np.all(matrix > 0)
@@ -272,8 +272,7 @@ def test_export_reloads_in_fresh_process_and_matches(mmoe_run, prepared):
   users = ["1", "2", "no-such-user", "3"]
   movies = ["1", "5", "7", "no-such-movie"]
   got = _reload(path, users, movies)
-  want_inputs = {i.name for i in features.inputs_for(features.RANKING)}
-  want_inputs |= {i.name for i in ranking_inputs(RankingConfig())}
+  want_inputs = {i.name for i in ranking_inputs(RankingConfig(**SMALL))}
   assert got["inputs"] == sorted(want_inputs)
   # Same lookups and time context in process.
   server = serving_model.RankingServer(model, prepared.users,

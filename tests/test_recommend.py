@@ -339,3 +339,48 @@ def test_cli(small_runs, capsys):
   last = stderr.strip().splitlines()[-1]
   assert last.startswith("error: unknown user id '424242'"), stderr
   assert "Traceback" not in stderr
+
+
+def test_cli_ratings(small_runs, capsys):
+  code, stdout, stderr = _run_cli(small_runs, capsys, "recommend",
+                                  "--ratings=2:5, 5:4,11", "--k=100",
+                                  "--json")
+  assert code == 0, stderr
+  rows = json.loads(stdout)
+  assert rows and not {"2", "5", "11"} & {r["movie_id"] for r in rows}
+  assert all("sources" in r and "because" in r for r in rows)
+
+  code, stdout, stderr = _run_cli(small_runs, capsys, "recommend",
+                                  "--ratings=2:5,5:4.5,11:", "--k=3")
+  assert code == 0, stderr
+  lines = stdout.strip().splitlines()
+  assert len(lines) == 4 and lines[0].split()[:4] == [
+      "#", "movie", "title", "year"]
+  assert lines[0].split()[-1] == "why"
+  assert all(line.endswith("two-tower") for line in lines[1:]), stdout
+  assert not {"2", "5", "11"} & {line.split()[1] for line in lines[1:]}
+
+  code, stdout, stderr = _run_cli(
+      small_runs, capsys, "recommend", "--ratings=2:5", "--age=30",
+      "--gender=F", "--occupation=writer", "--zip=94110", "--k=2", "--json")
+  assert code == 0, stderr
+  rows = json.loads(stdout)
+  assert len(rows) == 2 and "2" not in {r["movie_id"] for r in rows}
+
+  for args, message in (
+      (("--ratings=2:5,99999",), "ratings[1]: unknown movie id '99999'"),
+      (("--ratings=2:5,2:4",), "ratings[1]: duplicate movie id '2'"),
+      (("--ratings=2:0",), "rating must be between 1 and 5, got 0"),
+      (("--ratings=2:6",), "rating must be between 1 and 5, got 6"),
+      (("--ratings=2:five",), "--ratings entry '2:five': rating must be a "
+       "number from 1 to 5, got 'five'"),
+      (("--ratings=2,,5",), "--ratings: entry 2 is empty"),
+      (("--ratings=",), "--ratings is empty"),
+      (("--ratings=" + ",".join(str(i) for i in range(501)),),
+       "at most 500 ratings, got 501"),
+      (("--ratings=2", "--user_id=7"), "pass --user_id or --ratings, not "
+       "both"),
+      (("--ratings=2", "--age=30"), "missing: gender, occupation, zip")):
+    code, stdout, stderr = _run_cli(small_runs, capsys, "recommend", *args)
+    assert code == 2 and stderr.strip().startswith("error: "), stderr
+    assert message in stderr and "Traceback" not in stderr, stderr

@@ -79,10 +79,12 @@ def test_health_and_readiness(server, client):  # pylint: disable=redefined-oute
 def test_openapi_and_docs(client):  # pylint: disable=redefined-outer-name
   spec = client.get("/openapi.json").json()
   for path in ("/recommend", "/similar", "/health",
-               "/users/{user_id}/ratings"):
+               "/users/{user_id}/ratings", "/movies"):
     assert path in spec["paths"]
   assert {"get", "post"} <= set(spec["paths"]["/recommend"])
-  assert "NewUser" in spec["components"]["schemas"]
+  schemas = spec["components"]["schemas"]
+  assert "NewUser" in schemas and "RatingIn" in schemas
+  assert "ratings" in schemas["NewUser"]["properties"]
   assert "swagger" in client.get("/docs").text.lower()
 
 
@@ -108,6 +110,109 @@ def test_recommend_post(client):  # pylint: disable=redefined-outer-name
   assert body["cold_start"]["bucketized_user_age"] == "35"
   r = client.post("/recommend", json={"user_id": "7", "k": 2})
   assert r.status_code == 200 and len(r.json()["items"]) == 2
+
+
+_RATED = [{"movie_id": "2", "rating": 5}, {"movie_id": 5, "rating": 4},
+          {"movie_id": "11"}, {"movie_id": "17", "rating": None}]
+_RATED_IDS = {"2", "5", "11", "17"}
+
+
+def test_recommend_post_ratings(client):  # pylint: disable=redefined-outer-name
+  r = client.post("/recommend", json={"ratings": _RATED, "k": 4})
+  assert r.status_code == 200, r.text
+  body = r.json()
+  assert body["user_id"] is None and body["cold_start"] is None
+  assert body["ratings_used"] == 4 and body["k"] == 4
+  assert len(body["items"]) == 4
+  # k=100: every candidate comes back, so a rated movie left in would show.
+  r = client.post("/recommend", json={"ratings": _RATED, "k": 100})
+  assert r.status_code == 200, r.text
+  items = r.json()["items"]
+  ids = [x["movie_id"] for x in items]
+  assert len(items) > 4 and len(ids) == len(set(ids))
+  assert not _RATED_IDS & set(ids)
+  for x in items:
+    assert "sources" in x and "because" in x, x
+    assert isinstance(x["sources"], list) and x["sources"]
+    assert x["because"] is None or (
+        set(x["because"]) == {"movie_id", "title"}
+        and x["because"]["movie_id"] in _RATED_IDS)
+    assert {"rank", "title", "predicted_rating", "score"} <= set(x)
+
+
+def test_recommend_post_ratings_and_demographics(client):  # pylint: disable=redefined-outer-name
+  r = client.post("/recommend", json={
+      "ratings": _RATED[:2], "age": 40, "gender": "F",
+      "occupation": "doctor/health care", "zip": "02139", "k": 5})
+  assert r.status_code == 200, r.text
+  body = r.json()
+  assert body["ratings_used"] == 2 and body["user_id"] is None
+  assert body["cold_start"] == {
+      "bucketized_user_age": "35", "user_gender": "F",
+      "user_occupation_label": "doctor/health care",
+      "user_zip_code": "02139"}
+  assert len(body["items"]) == 5
+  assert not {"2", "5"} & {x["movie_id"] for x in body["items"]}
+  # An empty list with demographics is a demographics-only new user.
+  r = client.post("/recommend", json={
+      "ratings": [], "age": 40, "gender": "F",
+      "occupation": "doctor/health care", "zip": "02139", "k": 3})
+  assert r.status_code == 200, r.text
+  assert r.json()["ratings_used"] == 0 and len(r.json()["items"]) == 3
+
+
+def test_movies_search(client):  # pylint: disable=redefined-outer-name
+  r = client.get("/movies", params={"q": "tOY sTo"})
+  assert r.status_code == 200, r.text
+  body = r.json()
+  assert body["query"] == "tOY sTo"
+  assert [x["movie_id"] for x in body["items"]] == ["2"]
+  assert body["items"][0]["title"] == "Toy Story"
+  assert {"year", "genres", "director", "star", "num_ratings"} <= set(
+      body["items"][0])
+  assert body["items"][0]["num_ratings"] > 0
+  r = client.get("/movies", params={"q": "CAFE"})  # accents ignored
+  assert [x["title"] for x in r.json()["items"]] == ["Café Society, The"]
+  items = client.get("/movies", params={"q": "movie", "limit": 7}).json()[
+      "items"]
+  assert len(items) == 7 and all(x["title"].startswith("Movie ")
+                                 for x in items)
+  n = [x["num_ratings"] for x in items]
+  assert n == sorted(n, reverse=True)
+  assert len(client.get("/movies", params={"q": "movie"}).json()[
+      "items"]) == 10  # default limit
+  assert client.get("/movies", params={"q": "zzzz"}).json()["items"] == []
+
+
+def _all_ratings(raw_dir):
+  """user id -> movie ids rated in the raw ratings file (train + test)."""
+  out = {}
+  with open(os.path.join(raw_dir, "ml-1m", "ratings.dat"),
+            encoding="latin-1") as f:
+    for line in f:
+      u, m = line.split("::")[:2]
+      out.setdefault(u, set()).add(m)
+  return out
+
+
+def test_recommend_excludes_all_ratings(client, small_runs, fake_data):  # pylint: disable=redefined-outer-name
+  from tfrs_pipeline import recommend  # pylint: disable=g-import-not-at-top
+  test = recommend._to_numpy(fake_data.test, ("user_id", "movie_id"))  # pylint: disable=protected-access
+  in_test = {}
+  for u, m in zip(test["user_id"], test["movie_id"]):
+    in_test.setdefault(u, set()).add(m)
+  rated = _all_ratings(small_runs["raw"])
+  users = sorted(in_test, key=lambda u: (len(u), u))[:3]
+  assert users
+  for u in users:
+    r = client.get("/recommend", params={"user_id": u, "k": 100})
+    assert r.status_code == 200, r.text
+    ids = {x["movie_id"] for x in r.json()["items"]}
+    assert in_test[u] <= rated[u]
+    assert ids and not rated[u] & ids, (u, rated[u] & ids)
+    # The service counts the test ratings as the user's too.
+    assert client.get(f"/users/{u}/ratings").json()["num_ratings"] == len(
+        rated[u])
 
 
 def test_similar_and_ratings(client):  # pylint: disable=redefined-outer-name
@@ -161,6 +266,54 @@ def test_similar_and_ratings(client):  # pylint: disable=redefined-outer-name
     ("post", "/recommend", {"json": {"user_id": "7", "age": 30,
                                      "gender": "F", "occupation": "writer",
                                      "zip": "94110"}}, 422, "not both"),
+    # A new user's ratings.
+    ("post", "/recommend", {"json": {"ratings": [
+        {"movie_id": "2", "rating": 5}, {"movie_id": "99999"}]}}, 404,
+     "ratings[1]: unknown movie id '99999'"),
+    ("post", "/recommend", {"json": {"ratings": [
+        {"movie_id": "2", "rating": 5}, {"movie_id": 2, "rating": 4}]}}, 422,
+     "ratings[1]: duplicate movie id '2'"),
+    ("post", "/recommend", {"json": {"ratings": [
+        {"movie_id": "2", "rating": 0}]}}, 422,
+     "ratings[0] (movie 2): rating must be between 1 and 5, got 0"),
+    ("post", "/recommend", {"json": {"ratings": [
+        {"movie_id": "2", "rating": 6}]}}, 422,
+     "ratings[0] (movie 2): rating must be between 1 and 5, got 6"),
+    ("post", "/recommend", {"json": {"ratings": [
+        {"movie_id": "2", "rating": True}]}}, 422,
+     "ratings.0.rating: Input should be a valid number"),
+    ("post", "/recommend", {"json": {"ratings": [
+        {"movie_id": "2", "rating": "5"}]}}, 422, "ratings.0.rating"),
+    ("post", "/recommend", {"json": {"ratings": [
+        {"movie_id": True, "rating": 5}]}}, 422,
+     "ratings.0.movie_id: Value error, movie_id must be a string or an "
+     "integer"),
+    ("post", "/recommend", {"json": {"ratings": [
+        {"movie_id": "2", "stars": 5}]}}, 422, "ratings.0.stars: Extra"),
+    ("post", "/recommend", {"json": {"ratings": [
+        {"movie_id": str(i)} for i in range(501)]}}, 422,
+     "at most 500 ratings, got 501"),
+    ("post", "/recommend", {"json": {"ratings": []}}, 422,
+     "a new user needs ratings or demographics"),
+    ("post", "/recommend", {"json": {"ratings": {"movie_id": "2"}}}, 422,
+     "ratings: Input should be a valid list"),
+    ("post", "/recommend", {"json": {"user_id": "7", "ratings": [
+        {"movie_id": "2", "rating": 5}]}}, 422,
+     "send user_id or ratings, not both"),
+    ("post", "/recommend", {"json": {"age": 30, "ratings": [
+        {"movie_id": "2", "rating": 5}]}}, 422,
+     "missing: gender, occupation, zip"),
+    ("post", "/recommend", {"json": {"age": 30, "gender": "F",
+                                     "occupation": "writer", "zip": "123",
+                                     "ratings": [{"movie_id": "2"}]}}, 422,
+     "zip"),
+    ("get", "/movies", {"params": {"q": ""}}, 422,
+     "search query must not be empty"),
+    ("get", "/movies", {"params": {"q": "   "}}, 422, "must not be empty"),
+    ("get", "/movies", {}, 422, "q: Field required"),
+    ("get", "/movies", {"params": {"q": "x" * 101}}, 422, "q: String should"),
+    ("get", "/movies", {"params": {"q": "toy", "limit": 0}}, 422, "limit"),
+    ("get", "/movies", {"params": {"q": "toy", "limit": 51}}, 422, "limit"),
     ("post", "/recommend", {"content": b"{" + b" " * 70_000 + b"}",
                             "headers": {"content-type": "application/json"}},
      413, "request body over 65536 bytes"),

@@ -2,7 +2,7 @@
 
     tfrs-pipeline data prepare|describe [--json]
     tfrs-pipeline eda
-    tfrs-pipeline train retrieval|ranking
+    tfrs-pipeline train retrieval|sources|ranking|all
     tfrs-pipeline bench
     tfrs-pipeline recommend | similar | serve
 
@@ -23,7 +23,9 @@ COMMANDS = {
     ("data", "describe"): ("tfrs_pipeline.data_commands", "describe_main"),
     ("eda",): ("tfrs_pipeline.data_commands", "eda_main"),
     ("train", "retrieval"): ("retrieval.train", "main"),
-    ("train", "ranking"): ("ranking.train", "main"),
+    ("train", "sources"): ("tfrs_pipeline.train_commands", "sources_main"),
+    ("train", "ranking"): ("tfrs_pipeline.train_commands", "ranking_main"),
+    ("train", "all"): ("tfrs_pipeline.train_commands", "all_main"),
     ("bench",): ("tfrs_pipeline.bench", "main"),
     ("recommend",): ("tfrs_pipeline.recommend", "recommend_main"),
     ("similar",): ("tfrs_pipeline.recommend", "similar_main"),

@@ -116,3 +116,28 @@ def save_atomic(obj, export_dir: str, signatures=None,
   shutil.rmtree(old, ignore_errors=True)
   log(f"[export] wrote {export_dir}")
   return export_dir
+
+
+def call_signature(fn, values: Mapping[str, object], size: int
+                   ) -> Dict[str, np.ndarray]:
+  """Calls a SavedModel signature with numpy-like `values`; inputs it
+  takes that are not given get their `features.INPUTS` default, in the
+  input's shape ([size] or [size, L] as the signature declares, L from
+  a given per-candidate input). Returns numpy outputs."""
+  specs = dict(fn.structured_input_signature[1])
+  width = next((np.shape(v)[1] for n, v in values.items()
+                if n in specs and specs[n].shape.rank == 2), 1)
+  args = {}
+  for name, spec in specs.items():
+    if name in values:
+      v = np.asarray(values[name])
+    elif name in features.INPUT_BY_NAME:
+      shape = [size] if spec.shape.rank == 1 else [size, width]
+      v = np.full(shape, features.INPUT_BY_NAME[name].default)
+    else:
+      raise ValueError(f"signature input {name!r} has no value")
+    dtype = spec.dtype
+    v = v.astype(str) if dtype == tf.string else v.astype(
+        dtype.as_numpy_dtype)
+    args[name] = tf.constant(v, dtype=dtype)
+  return {k: v.numpy() for k, v in fn(**args).items()}

@@ -30,6 +30,9 @@ import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import tensorflow as tf
 
 USER, MOVIE, CONTEXT = "user", "movie", "context"
+# Per-candidate inputs that the candidate sources compute at request time
+# (scores and ranks of the two-stage recommender's sources).
+SOURCE = "source"
 QUERY, CANDIDATE, RANKING = "query", "candidate", "ranking"
 GENRE_SEPARATOR = "|"
 COMBINERS = ("mean", "sqrtn")  # pooling of multi_categorical embeddings
@@ -43,7 +46,8 @@ class Input:
     name: key in the feature dict (also the export signature name).
     dtype: tf.string, tf.float32 or tf.int64.
     entity: USER / MOVIE columns are looked up from tables at serving;
-      CONTEXT inputs (time) come with the request.
+      CONTEXT inputs (time) come with the request; SOURCE inputs are
+      computed per candidate by the candidate sources (`CANDIDATE_SOURCES`).
     default: value for an unknown user or movie (maps to OOV buckets).
     doc: one line for the README and the OpenAPI schema.
   """
@@ -122,6 +126,24 @@ INPUTS: List[Input] = [
     Input("timestamp", tf.int64, CONTEXT, 0,
           "unix seconds of the request/rating"),
 ]
+
+# The two-stage recommender's candidate sources. Each gives every
+# candidate two ranking inputs: its score (standardized over the
+# catalogue per request) and its rank in the source's list (1 = first; 0
+# = not retrieved by it, which the ranker learns an embedding for).
+CANDIDATE_SOURCES: Dict[str, str] = {
+    "two_tower": "the two-tower model (ScaNN)",
+    "ease": "item-to-item EASE over all rated movies",
+    "ease_liked": "item-to-item EASE over movies rated 4 or 5",
+    "popularity": "popularity in the user's (gender, age) segment",
+}
+for _source, _what in CANDIDATE_SOURCES.items():
+  INPUTS += [
+      Input(f"{_source}_score", tf.float32, SOURCE, 0.0,
+            f"{_what}: score of the candidate, standardized per request"),
+      Input(f"{_source}_rank", tf.float32, SOURCE, 0.0,
+            f"{_what}: rank of the candidate in its list, 0 = not in it"),
+  ]
 INPUT_BY_NAME: Dict[str, Input] = {i.name: i for i in INPUTS}
 
 _QCR = (QUERY, RANKING)
@@ -163,6 +185,15 @@ FEATURES: List[Feature] = [
     Feature("release_year", "release_year", "bucketized", 8, _CCR,
             num_buckets=20),
 ]
+# Candidate-source features (ranking only): the score as a number and the
+# rank in log2 buckets, "none" when the source did not retrieve it.
+for _source in CANDIDATE_SOURCES:
+  FEATURES += [
+      Feature(f"{_source}_score", f"{_source}_score", "numeric", 1,
+              (RANKING,)),
+      Feature(f"{_source}_rank", f"{_source}_rank", "categorical", 4,
+              (RANKING,), transform="rank_bucket"),
+  ]
 FEATURE_BY_NAME: Dict[str, Feature] = {f.name: f for f in FEATURES}
 
 LABEL = "user_rating"
@@ -181,6 +212,16 @@ def inputs_for(model: str) -> List[Input]:
 
 def entity_inputs(entity: str) -> List[Input]:
   return [i for i in INPUTS if i.entity == entity]
+
+
+def source_features() -> List[Feature]:
+  """The candidate-source features (fit on candidate lists, not ratings)."""
+  return [f for f in FEATURES if f.entity == SOURCE]
+
+
+def rating_features() -> List[Feature]:
+  """Every feature a rating example carries (all but the sources')."""
+  return [f for f in FEATURES if f.entity != SOURCE]
 
 
 # --------------------------------------------------------------------------
@@ -205,11 +246,22 @@ def _to_float(x: tf.Tensor) -> tf.Tensor:
   return tf.cast(x, tf.float32)
 
 
+def _rank_bucket(rank: tf.Tensor) -> tf.Tensor:
+  """Rank 1 -> "1", 2-3 -> "2", 4-7 -> "3", ...; 0 (not retrieved) ->
+  "none"."""
+  rank = tf.cast(rank, tf.float32)
+  bucket = tf.strings.as_string(tf.cast(
+      tf.floor(tf.math.log(tf.maximum(rank, 1.0)) / tf.math.log(2.0)),
+      tf.int64) + 1)
+  return tf.where(rank >= 1.0, bucket, "none")
+
+
 TRANSFORMS: Dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
     "zip_prefix": _zip_prefix,
     "hour_of_day": _hour_of_day,
     "day_of_week": _day_of_week,
     "to_float": _to_float,
+    "rank_bucket": _rank_bucket,
 }
 
 
@@ -290,6 +342,12 @@ class Vocabularies:
         qs = np.quantile(x, np.linspace(0, 1, f.num_buckets + 1)[1:-1])
         boundaries[name] = sorted(set(float(q) for q in qs))
     return cls(vocab, boundaries, mean, variance)
+
+  def merged(self, other: "Vocabularies") -> "Vocabularies":
+    """These vocabularies plus `other`'s (other's win on a clash)."""
+    return Vocabularies(*({**a, **b} for a, b in zip(
+        (self.vocab, self.boundaries, self.mean, self.variance),
+        (other.vocab, other.boundaries, other.mean, other.variance))))
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
@@ -398,8 +456,8 @@ class FeatureEmbedding(tf.keras.layers.Layer):
            ) -> tf.Tensor:
     kind = self.feature.kind
     if kind == "numeric":
-      return tf.reshape(self._lookup(feature_value(self.feature, inputs)),
-                        [-1, 1])
+      return self._lookup(tf.reshape(feature_value(self.feature, inputs),
+                                     [-1, 1]))
     ids = (inputs[self.ids_key] if self.ids_key in inputs
            else self.ids(inputs))
     if kind == "multi_categorical":

@@ -262,6 +262,51 @@ def ranking_metrics(scores: np.ndarray, relevant: np.ndarray,
   return metric.result()
 
 
+class ListMetrics:
+  """Per-user metrics of ranked lists, averaged over users.
+
+  For a ranked list r (best first, already without excluded items) and
+  the user's relevant set R, at cut-off k (binary gains):
+  `ndcg_at_k` = DCG@k / ideal DCG@k, `recall_at_k` = hits / |R|,
+  `precision_at_k` = hits / k, `map_at_k` = sum_{i <= k, r_i in R}
+  precision@i / min(k, |R|). Users with an empty R are skipped.
+  """
+
+  NAMES = ("ndcg", "recall", "precision", "map")
+
+  def __init__(self, ks: Sequence[int] = RANKING_KS):
+    self.ks = tuple(int(k) for k in ks)
+    self._sums = np.zeros((len(self.ks), len(self.NAMES)))
+    self._users = 0
+
+  def update(self, ranked: Sequence, relevant) -> None:
+    relevant = set(relevant)
+    if not relevant:
+      return
+    hits = np.array([x in relevant for x in ranked[:max(self.ks)]],
+                    np.float64)
+    discount = 1.0 / np.log2(np.arange(2, len(hits) + 2))
+    for i, k in enumerate(self.ks):
+      h = hits[:k]
+      n = min(k, len(relevant))
+      ideal = (1.0 / np.log2(np.arange(2, n + 2))).sum()
+      precision_at = np.cumsum(h) / np.arange(1, len(h) + 1)
+      self._sums[i] += (float(h @ discount[:len(h)]) / ideal,
+                        h.sum() / len(relevant), h.sum() / k,
+                        float((precision_at * h).sum()) / n)
+    self._users += 1
+
+  @property
+  def count(self) -> int:
+    return self._users
+
+  def result(self) -> Dict[str, float]:
+    mean = self._sums / max(self._users, 1)
+    return {f"{name}_at_{k}": float(mean[i, j])
+            for i, k in enumerate(self.ks)
+            for j, name in enumerate(self.NAMES)}
+
+
 # --------------------------------------------------------------------------
 # Point-wise metrics.
 

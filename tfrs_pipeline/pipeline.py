@@ -12,13 +12,33 @@ first, `|`-joined (`add_user_history`). A train example leaves its own
 movie out (the next most recent one takes its place), so the model cannot
 read the target from its input; test examples and the users table get all
 of the user's recent train movies. Test ratings never enter a history.
+
+Carving the train split (`DataConfig`, all deterministic hash rules on the
+ids, in this order):
+
+* `holdout_users`: a share of the users with ratings is left out of every
+  fit (their train and test ratings form `Data.holdout`): new users for
+  the cold-start evaluation.
+* `validation_share`: a share of each user's train ratings replaces the
+  test split (`Data.test`), for choosing hyperparameters without reading
+  the test split; the test split is then never opened.
+* `label_share`: a share of each remaining train rating is held out of
+  `Data.train` as `Data.labels`: the labels the two-stage ranker learns
+  from candidates that sources fitted on `Data.train` retrieve. Histories
+  of train and label examples (and `Data.fit_users`) hold only
+  `Data.train` movies; test examples and `Data.users` hold all of the
+  user's train movies (`Data.seen_ratings`), as a request does.
+
+The rule of a rating (user `u`, movie `m`) with salt `s`:
+`tf.strings.to_hash_bucket_strong(f"{u}:{m}", 10000, [seed, SALT[s]]) <
+share * 10000` (SipHash-2-4); of a user: the same on `f"{u}"`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import pandas as pd
@@ -70,6 +90,19 @@ class DataConfig:
   seed: int = 42
   shuffle_buffer: int = 100_000
   history_length: int = 2000  # user_history ids per user; 0: empty histories
+  # Carving of the train split (module docstring). label_share: the
+  # two-stage ranker's labels; validation_share > 0 replaces the test
+  # split by a validation split; holdout_users: new users left out of
+  # every fit.
+  label_share: float = 0.2
+  validation_share: float = 0.0
+  holdout_users: float = 0.0
+
+  def __post_init__(self):
+    for name in ("label_share", "validation_share", "holdout_users"):
+      value = getattr(self, name)
+      if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
 
 
 @dataclasses.dataclass
@@ -82,9 +115,21 @@ class Data:
   vocabularies: features.Vocabularies
   num_train: int
   num_test: int
-  # (user_id, movie_id, timestamp) of every train rating, strings as str.
+  # (user_id, movie_id, timestamp, user_rating) of the `train` ratings
+  # (the fit part), strings as str.
   train_ratings: Optional[pd.DataFrame] = None
   history_length: int = 0
+  # The ranker's labels (`DataConfig.label_share`; histories of the fit
+  # part) and their frame; `seen_ratings` = train + label ratings (what a
+  # user has rated, as far as training knows: excluded from candidates).
+  labels: Optional[tf.data.Dataset] = None
+  label_ratings: Optional[pd.DataFrame] = None
+  seen_ratings: Optional[pd.DataFrame] = None
+  # Users table with fit-part histories (what retrieval trains on); `users`
+  # holds histories of all seen ratings.
+  fit_users: Optional[tf.data.Dataset] = None
+  # Every rating (train and test split) of the held-out users.
+  holdout: Optional[pd.DataFrame] = None
 
   def batches(self, ds: tf.data.Dataset, batch_size: int,
               shuffle_seed: Optional[int] = None, buffer: int = 100_000
@@ -97,8 +142,10 @@ class Data:
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
   def table(self, name: str) -> Dict[str, np.ndarray]:
-    """The `movies` or `users` table as numpy columns (strings decoded)."""
-    ds = self.movies if name == "movies" else self.users
+    """The `movies`, `users` or `fit_users` table as numpy columns
+    (strings decoded)."""
+    ds = {"movies": self.movies, "users": self.users,
+          "fit_users": self.fit_users or self.users}[name]
     columns: Dict[str, list] = {}
     for batch in ds.batch(10_000):
       for k, v in batch.items():
@@ -119,6 +166,23 @@ def _frame(chunks, columns) -> pd.DataFrame:
          else np.array([]))
     out[c] = v.astype(str) if v.dtype == object else v
   return pd.DataFrame(out)
+
+
+RATING_COLUMNS = ("user_id", "movie_id", "timestamp", features.LABEL)
+SALTS = {"holdout": 1, "validation": 2, "label": 3}
+
+
+def hash_share(keys: tf.Tensor, share: float, seed: int, salt: str
+               ) -> tf.Tensor:
+  """Bool [B]: the `share` of `keys` (strings) that the seeded SipHash
+  rule selects (module docstring)."""
+  bucket = tf.strings.to_hash_bucket_strong(keys, 10000,
+                                            [int(seed), SALTS[salt]])
+  return bucket < int(round(share * 10000))
+
+
+def rating_keys(batch: Dict[str, tf.Tensor]) -> tf.Tensor:
+  return tf.strings.join([batch["user_id"], batch["movie_id"]], ":")
 
 
 def ratings_frame(ds: tf.data.Dataset,
@@ -185,8 +249,17 @@ def add_user_history(ds: tf.data.Dataset, histories: Dict[str, List[str]],
   return ds.batch(4096).map(add).unbatch()
 
 
+def _carve(ds: tf.data.Dataset, keep: Callable[[Dict[str, tf.Tensor]],
+                                               tf.Tensor]) -> tf.data.Dataset:
+  """Elements of `ds` (unbatched) whose batch-wise `keep` is true."""
+  return ds.batch(4096).map(
+      lambda b: {k: tf.boolean_mask(v, keep(b)) for k, v in b.items()},
+      num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+
+
 def load_data(config: DataConfig, log=print) -> Data:
-  """Loads (building if needed) the dataset and fits vocabularies on train."""
+  """Loads (building if needed) the dataset, carves the train split
+  (module docstring) and fits vocabularies on the fit part only."""
   kwargs = dict(data_dir=config.data_dir, raw_data=config.raw_data,
                 on_bad_line=config.on_bad_line, log=log)
   dataset.prepare(configs=(config.split, "movies", "users"), **kwargs)
@@ -197,38 +270,83 @@ def load_data(config: DataConfig, log=print) -> Data:
     return dataset.load(config_name, split_name, **kwargs).map(
         to_inputs, num_parallel_calls=tf.data.AUTOTUNE)
 
-  train = split(config.split, "train")
+  seed = config.seed
+  train_all = split(config.split, "train")
   test = split(config.split, "test")
   users = split("users", "train")
+  holdout = None
+  if config.holdout_users:
+    def held(batch):
+      return hash_share(batch["user_id"], config.holdout_users, seed,
+                        "holdout")
+    holdout = pd.concat([ratings_frame(_carve(ds, held), RATING_COLUMNS)
+                         for ds in (train_all, test)], ignore_index=True)
+    train_all = _carve(train_all, lambda b: ~held(b))
+    test = _carve(test, lambda b: ~held(b))
+    log(f"[data] held out {holdout.user_id.nunique()} users "
+        f"({len(holdout)} ratings) of every fit")
+  if config.validation_share:
+    def valid(batch):
+      return hash_share(rating_keys(batch), config.validation_share, seed,
+                        "validation")
+    test = _carve(train_all, valid)  # the test split is never read
+    train_all = _carve(train_all, lambda b: ~valid(b))
+    log(f"[data] validation mode: {config.validation_share:.0%} of each "
+        "user's train ratings replace the test split")
+  labels = None
+  train = train_all
+  if config.label_share:
+    def label(batch):
+      return hash_share(rating_keys(batch), config.label_share, seed,
+                        "label")
+    labels = _carve(train_all, label)
+    train = _carve(train_all, lambda b: ~label(b))
   log("[data] fitting vocabularies on the train split ...")
-  # One pass: vocabularies and the (user, movie, timestamp) columns.
-  columns = ("user_id", "movie_id", "timestamp")
+  # One pass: vocabularies and the rating columns.
   chunks = []
 
   def batches():
     for batch in train.batch(16_384).prefetch(tf.data.AUTOTUNE):
-      chunks.append({c: batch[c].numpy() for c in columns})
+      chunks.append({c: batch[c].numpy() for c in RATING_COLUMNS})
       yield batch
 
-  vocabularies = features.Vocabularies.fit(batches())
-  train_ratings = _frame(chunks, columns)
+  vocabularies = features.Vocabularies.fit(batches(),
+                                           features.rating_features())
+  train_ratings = _frame(chunks, RATING_COLUMNS)
+  label_ratings = (ratings_frame(labels, RATING_COLUMNS)
+                   if labels is not None else train_ratings.iloc[:0])
+  seen_ratings = pd.concat([train_ratings, label_ratings], ignore_index=True)
+  fit_users = users
+  length = max(int(config.history_length), 0)
   if "user_history" in features.INPUT_BY_NAME:
-    length = max(int(config.history_length), 0)
     log(f"[data] user histories: most recent {length} train movies")
-    histories = user_histories(train_ratings, length + 1)
-    train = add_user_history(train, histories, length, exclude_target=True)
-    test = add_user_history(test, histories, length)
-    users = add_user_history(users, histories, length)
+    fit_histories = user_histories(train_ratings, length + 1)
+    seen_histories = (user_histories(seen_ratings, length + 1)
+                      if labels is not None else fit_histories)
+    train = add_user_history(train, fit_histories, length,
+                             exclude_target=True)
+    if labels is not None:
+      labels = add_user_history(labels, fit_histories, length)
+    test = add_user_history(test, seen_histories, length)
+    fit_users = add_user_history(users, fit_histories, length)
+    users = add_user_history(users, seen_histories, length)
   return Data(
       train=train,
       test=test,
       movies=split("movies", "train"),
       users=users,
       vocabularies=vocabularies,
-      num_train=b.info.splits["train"].num_examples,
-      num_test=b.info.splits["test"].num_examples,
+      num_train=len(train_ratings),
+      num_test=(b.info.splits["test"].num_examples
+                if not (config.validation_share or config.holdout_users)
+                else None),
       train_ratings=train_ratings,
-      history_length=max(int(config.history_length), 0),
+      history_length=length,
+      labels=labels,
+      label_ratings=label_ratings,
+      seen_ratings=seen_ratings,
+      fit_users=fit_users,
+      holdout=holdout,
   )
 
 
@@ -236,3 +354,24 @@ def save_vocabularies(data: Data, run_dir: str) -> str:
   path = os.path.join(run_dir, "vocabularies.json")
   data.vocabularies.save(path)
   return path
+
+
+def join_movies(movies: Dict[str, np.ndarray], movie_ids: np.ndarray
+                ) -> Dict[str, np.ndarray]:
+  """The movie inputs of `movies` (a `Data.table("movies")`) for an array
+  of movie ids of any shape; unknown ids (and "" padding) get each
+  input's default. The one join of movie attributes by id in training
+  (the exports use `export.EntityTable`, the same columns)."""
+  ids = np.asarray(movie_ids).astype(str)
+  row = pd.Index(np.asarray(movies["movie_id"]).astype(str)).get_indexer(
+      ids.reshape(-1))
+  out = {}
+  for spec in features.entity_inputs(features.MOVIE):
+    if spec.name == "movie_id" or spec.name not in movies:
+      continue
+    values = np.asarray(movies[spec.name])
+    col = np.where(row >= 0, values[np.maximum(row, 0)], spec.default)
+    if spec.dtype != tf.string:
+      col = col.astype(spec.dtype.as_numpy_dtype)
+    out[spec.name] = col.reshape(ids.shape)
+  return out

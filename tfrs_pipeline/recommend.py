@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import time
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+import unicodedata
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -105,6 +107,74 @@ def demographic_inputs(age, gender, occupation, zip_code) -> Dict[str, str]:
         f"zip must be a 5-digit zip code, got {zip_code!r}")
   return {"bucketized_user_age": bucket, "user_gender": g,
           "user_occupation_label": occ, "user_zip_code": z[:5]}
+
+
+def validate_ratings(ratings, catalog: "Catalog", max_ratings: int = 500
+                     ) -> List[Tuple[str, Optional[float]]]:
+  """Validated ratings of a new user: [(movie_id, rating or None)], in the
+  order given (the first is taken as the most recent).
+
+  `ratings`: a list of `{"movie_id": str|int, "rating": number|None}`
+  dicts ("rating" may be left out) or `(movie_id, rating)` pairs.
+  `InvalidRequestError` (`UnknownMovieError` for an id not in the movie
+  table) names the offending entry: not a list, more than `max_ratings`
+  entries, a malformed entry, an unknown or duplicate movie id, a rating
+  that is not a number (bools are not) or outside 1-5.
+  """
+  if ratings is None:
+    return []
+  if isinstance(ratings, (str, bytes, Mapping)) or not isinstance(
+      ratings, Sequence):
+    raise InvalidRequestError(
+        "ratings must be a list of {movie_id, rating} entries")
+  if len(ratings) > max_ratings:
+    raise InvalidRequestError(
+        f"at most {max_ratings} ratings, got {len(ratings)}")
+  out: List[Tuple[str, Optional[float]]] = []
+  first: Dict[str, int] = {}
+  lo, hi = 1.0, 5.0
+  for i, entry in enumerate(ratings):
+    where = f"ratings[{i}]"
+    if isinstance(entry, Mapping):
+      extra = set(entry) - {"movie_id", "rating"}
+      if "movie_id" not in entry or extra:
+        raise InvalidRequestError(
+            f"{where}: expected {{movie_id, rating}}, got keys "
+            f"{sorted(map(str, entry))}")
+      movie_id, rating = entry["movie_id"], entry.get("rating")
+    elif isinstance(entry, Sequence) and not isinstance(
+        entry, (str, bytes)) and len(entry) == 2:
+      movie_id, rating = entry
+    else:
+      raise InvalidRequestError(
+          f"{where}: expected {{movie_id, rating}} or a (movie_id, rating) "
+          f"pair, got {entry!r}")
+    if isinstance(movie_id, (bool, np.bool_)) or not isinstance(
+        movie_id, (str, int, np.integer)):
+      raise InvalidRequestError(
+          f"{where}: movie_id must be a string or an integer, got "
+          f"{movie_id!r}")
+    movie_id = str(movie_id).strip()
+    if movie_id not in catalog.movie_row:
+      raise UnknownMovieError(f"{where}: unknown movie id {movie_id!r}")
+    if movie_id in first:
+      raise InvalidRequestError(
+          f"{where}: duplicate movie id {movie_id!r} (also "
+          f"ratings[{first[movie_id]}])")
+    first[movie_id] = i
+    if rating is not None:
+      if isinstance(rating, (bool, np.bool_)) or not isinstance(
+          rating, (int, float, np.integer, np.floating)):
+        raise InvalidRequestError(
+            f"{where} (movie {movie_id}): rating must be a number from "
+            f"{lo:g} to {hi:g} or null, got {rating!r}")
+      rating = float(rating)
+      if not (math.isfinite(rating) and lo <= rating <= hi):
+        raise InvalidRequestError(
+            f"{where} (movie {movie_id}): rating must be between {lo:g} "
+            f"and {hi:g}, got {rating:g}")
+    out.append((movie_id, rating))
+  return out
 
 
 # --------------------------------------------------------------------------
@@ -188,6 +258,59 @@ class Catalog:
       return None
     return {k: (v[i].item() if hasattr(v[i], "item") else v[i])
             for k, v in self.users.items() if k != "user_history"}
+
+  def search(self, query: str, limit: int = 20) -> List[dict]:
+    """Movies whose title contains `query`: case, accents and punctuation
+    ignored ("cafe" finds "Café Society, The"); a trailing article counts
+    at the front too ("the matrix" finds "Matrix, The"). Best first:
+    exact title, then title prefix, then a word start, then anywhere;
+    within each, most rated in the catalog first, then by title. Rows are
+    `movie_row`'s plus `num_ratings`."""
+    if not isinstance(query, str) or not query.strip():
+      raise InvalidRequestError("search query must not be empty")
+    if not isinstance(limit, (int, np.integer)) or limit < 1:
+      raise InvalidRequestError(
+          f"limit must be a positive integer, got {limit!r}")
+
+    def _fold(text: str) -> str:  # lower case, no accents or punctuation
+      text = unicodedata.normalize("NFKD", text.casefold())
+      text = "".join(c for c in text if not unicodedata.combining(c))
+      text = re.sub(r"['\u2019]", "", text)  # Schindler's -> schindlers
+      return " ".join(re.sub(r"[\W_]+", " ", text).split())
+
+    q = _fold(query)
+    if not q:
+      raise InvalidRequestError(
+          f"search query {query!r} has no letters or digits")
+    index = getattr(self, "_search_index", None)
+    if index is None:  # built once, most rated first
+      ids = self.movies["movie_id"]
+      rated, counts = np.unique(self.ratings["movie_id"].astype(str),
+                                return_counts=True)
+      count = dict(zip(rated, counts.tolist()))
+      index = []
+      for i, m in enumerate(ids):
+        title = _YEAR_SUFFIX.sub("", self.movies["movie_title"][i])
+        forms, exact = [_fold(title)], set()
+        inverted = re.fullmatch(r"(.*), (The|A|An)", title)
+        if inverted:  # "Matrix, The": also "the matrix"; "matrix" exact
+          forms.append(_fold(f"{inverted.group(2)} {inverted.group(1)}"))
+          exact.add(_fold(inverted.group(1)))
+        exact.update(forms)
+        index.append((tuple(forms), exact, count.get(m, 0),
+                      title.casefold(), m))
+      index.sort(key=lambda t: (-t[2], t[3], t[4]))
+      self._search_index = index  # pylint: disable=attribute-defined-outside-init
+    hits = []
+    for forms, exact, n, _, m in index:
+      tier = 0 if q in exact else min(
+          (1 if f.startswith(q) else 2 if f" {q}" in f else 3 if q in f
+           else 4) for f in forms)
+      if tier < 4:
+        hits.append((tier, len(hits), m, n))
+    hits.sort()
+    return [{**movie_row(self, m), "num_ratings": n}
+            for _, _, m, n in hits[:limit]]
 
 
 def load_catalog(config: pipeline.DataConfig, history: str = "train",
@@ -415,6 +538,39 @@ class Recommender:
     ranked = self.rank_features(user, ids)
     return self._rows(ids, scores, ranked, k)
 
+  def recommend_for_ratings(self, ratings: Sequence[Tuple[str, Optional[float]]],
+                            demographics: Optional[Mapping[str, str]] = None,
+                            k: int = 10) -> List[dict]:
+    """Top-k rows for a new user who brings ratings (and maybe
+    demographics). `ratings`: `validate_ratings` output (first = most
+    recent); `demographics`: None or `demographic_inputs` output (None:
+    each input's default). The rated movies are never returned. Rows are
+    `recommend`'s plus `sources` (names of the candidate sources that
+    retrieved the movie) and `because` (None, or {movie_id, title} of the
+    rated movie that brought it).
+
+    PROVISIONAL: two-tower retrieval from `serve_features` with the rated
+    movies as `user_history`, then `rank_features`."""
+    _check_k(k)
+    if not ratings and demographics is None:
+      raise InvalidRequestError(
+          "a new user needs ratings or demographics (age, gender, "
+          "occupation and zip)")
+    names = ("bucketized_user_age", "user_gender", "user_occupation_label",
+             "user_zip_code")
+    user = {n: features.INPUT_BY_NAME[n].default for n in names}
+    user.update(demographics or {})
+    rated = [m for m, _ in ratings]
+    user.update(user_id="", timestamp=int(self.now()),
+                user_history="|".join(rated))
+    ids, scores = self.retrieve_features({n: [v] for n, v in user.items()},
+                                         1)
+    ids, scores = self.candidates(ids[0], scores[0], rated)
+    rows = self._rows(ids, scores, self.rank_features(user, ids), k)
+    for row in rows:
+      row.update(sources=["two_tower"], because=None)
+    return rows
+
   def warm_up(self) -> float:
     """One known-user and one new-user request through both models, so
     the first real requests do not pay for TensorFlow's one-time graph
@@ -526,8 +682,14 @@ def _define_flags():
   define("string", "occupation", None,
          "New user: occupation label, e.g. programmer.")
   define("string", "zip", None, "New user: 5-digit zip code.")
-  define("enum", "history", "train",
-         "Ratings that count as already seen: the train split or all.",
+  define("string", "ratings", None,
+         "New user: rated movie ids, comma-separated, each with an optional "
+         ":rating 1-5, e.g. 2571:5,1:4,260 (with or without --age "
+         "--gender --occupation --zip).")
+  define("enum", "history", "all",
+         "Movies a known user is never recommended: those rated in `all` "
+         "the data (train + test, for serving) or only in the `train` split "
+         "(what the offline evaluation drops).",
          list(HISTORY_CHOICES))
   define("string", "movie_id", None, "similar: the movie id.")
   define("enum", "metric", "cosine",
@@ -560,14 +722,36 @@ def recommend_main(argv) -> None:
   _quiet_logs()
   demo = (FLAGS.age, FLAGS.gender, FLAGS.occupation, FLAGS.zip)
   has_demo = any(v is not None for v in demo)
-  if FLAGS.user_id is None and not has_demo:
-    raise cli.UsageError("pass --user_id, or --age --gender --occupation "
-                         "--zip for a new user")
+  has_ratings = FLAGS.ratings is not None
+  if FLAGS.user_id is None and not has_demo and not has_ratings:
+    raise cli.UsageError("pass --user_id, or --ratings and/or --age "
+                         "--gender --occupation --zip for a new user")
+  if FLAGS.user_id is not None and has_ratings:
+    raise cli.UsageError("pass --user_id or --ratings, not both")
+  pairs = []
+  for i, item in enumerate((FLAGS.ratings or "").split(",")):
+    item = item.strip()
+    if not item and (FLAGS.ratings or "").strip():
+      raise cli.UsageError(f"--ratings: entry {i + 1} is empty")
+    if item:
+      movie_id, _, value = item.partition(":")
+      rating = None
+      if value.strip():
+        try:
+          rating = float(value)
+        except ValueError:
+          raise cli.UsageError(  # pylint: disable=raise-missing-from
+              f"--ratings entry {item!r}: rating must be a number from 1 "
+              f"to 5, got {value.strip()!r}")
+      pairs.append((movie_id.strip(), rating))
   try:
-    if has_demo:
-      demographic_inputs(*demo)  # fail fast, before loading anything
+    inputs = demographic_inputs(*demo) if has_demo else None  # fail fast
     _check_k(FLAGS.k)
     catalog = load_catalog(common.data_config(), FLAGS.history, log=_quiet)
+    ratings = validate_ratings(pairs, catalog) if has_ratings else None
+    if has_ratings and not ratings and inputs is None:
+      raise cli.UsageError("--ratings is empty: pass movie ids, or --age "
+                           "--gender --occupation --zip")
     known = FLAGS.user_id is not None and (
         FLAGS.user_id.strip() in catalog.user_row)
     if FLAGS.user_id is not None and not known and not has_demo:
@@ -579,11 +763,30 @@ def recommend_main(argv) -> None:
                                 num_candidates=FLAGS.num_candidates)
     if known:
       rows = rec.recommend(FLAGS.user_id, FLAGS.k)
+    elif has_ratings:
+      rows = rec.recommend_for_ratings(ratings, inputs, k=FLAGS.k)
     else:
       rows = rec.recommend_new_user(*demo, k=FLAGS.k)
   except (InvalidRequestError, FileNotFoundError) as e:
     raise cli.UsageError(str(e)) from e
-  _print(rows, ("predicted_rating", "score", "retrieval_score"))
+  numbers = ("predicted_rating", "score", "retrieval_score")
+  if FLAGS.json:
+    _print(rows, numbers)
+    return
+
+  def why(row) -> str:
+    """"because you liked <title>", else the sources that retrieved it."""
+    if row.get("because"):
+      return f"because you liked {row['because'].get('title')}"
+    if row.get("why"):
+      return str(row["why"])
+    return ", ".join(s.replace("_", "-") for s in row.get("sources") or ())
+
+  lines = format_table(rows, numbers).splitlines()
+  width = max(len(line) for line in lines)
+  print("\n".join(
+      (line.ljust(width) + "  " + text).rstrip() for line, text in zip(
+          lines, ["why"] + [why(r) or "-" for r in rows])))
 
 
 def similar_main(argv) -> None:

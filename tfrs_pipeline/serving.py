@@ -1,8 +1,11 @@
 """HTTP service: FastAPI on uvicorn over `recommend.Recommender`.
 
     GET  /recommend?user_id=42&k=10   known user
-    POST /recommend                   {"age", "gender", "occupation", "zip",
-                                       "k"} for a new user (or {"user_id"})
+    POST /recommend                   a new user: {"ratings": [{"movie_id",
+                                       "rating"}, ...]} and/or all four of
+                                       "age", "gender", "occupation", "zip";
+                                       "k"; or {"user_id", "k"}
+    GET  /movies?q=matrix&limit=10    title search (to pick movies to rate)
     GET  /similar?movie_id=1&k=10     nearest movies (candidate embeddings)
     GET  /users/{id}/ratings?limit=   the user's most recent ratings
     GET  /health                      503 while loading, then 200 + info
@@ -13,8 +16,12 @@
 Models and tables load in a background thread started by the lifespan
 hook, so the port opens at once and `/health` says when it is ready.
 Errors are JSON `{"error": "..."}`: 400 (malformed JSON), 404 (unknown
-id), 413 (body over `max_body_bytes`), 422 (invalid values), 503 (not
-ready).
+id: user, or movie in `/similar` or in a new user's `ratings`), 413 (body
+over `max_body_bytes`), 422 (invalid values), 503 (not ready).
+
+Known users are never recommended a movie they rated anywhere in the data
+(`--history=all`, the default; `--history=train` drops only the train
+split's, as the offline evaluation does).
 """
 
 from __future__ import annotations
@@ -42,9 +49,31 @@ MAX_RATINGS = 500
 log = logging.getLogger("tfrs_pipeline.serving")
 
 
-class NewUser(pydantic.BaseModel):
-  """A recommendation request: a known `user_id`, or demographics."""
+class RatingIn(pydantic.BaseModel):
+  """One movie a new user rated (or just likes: `rating` null)."""
   model_config = pydantic.ConfigDict(extra="forbid")
+  movie_id: str = pydantic.Field(..., min_length=1, max_length=32,
+                                 description="MovieLens movie id (see /movies)")
+  rating: Optional[pydantic.StrictFloat] = pydantic.Field(
+      None, description="1 to 5; null: rated without a value")
+
+  @pydantic.field_validator("movie_id", mode="before")
+  @classmethod
+  def _movie_id(cls, v):
+    if isinstance(v, int) and not isinstance(v, bool):
+      return str(v)
+    if not isinstance(v, str):
+      raise ValueError("movie_id must be a string or an integer")
+    return v
+
+
+class NewUser(pydantic.BaseModel):
+  """A recommendation request: a known `user_id`, or a new user's ratings
+  and/or demographics (all four of age, gender, occupation, zip)."""
+  model_config = pydantic.ConfigDict(extra="forbid")
+  ratings: Optional[List[RatingIn]] = pydantic.Field(
+      None, description=f"new user: movies they rated (at most "
+      f"{MAX_RATINGS}; first = most recent); never recommended back")
   user_id: Optional[str] = pydantic.Field(
       None, max_length=32, description="known MovieLens user id")
   age: Optional[int] = pydantic.Field(
@@ -190,7 +219,8 @@ def create_app(load: Callable[[State], object],
     return {"genders": list(recommend.GENDERS),
             "age_buckets": [1, 18, 25, 35, 45, 50, 56],
             "occupations": sorted(recommend.occupations()),
-            "example_user_ids": examples, "max_k": MAX_K}
+            "example_user_ids": examples, "max_k": MAX_K,
+            "max_ratings": MAX_RATINGS}
 
   @app.get("/recommend", summary="Top-k movies for a known user")
   def recommend_get(user_id: str = fastapi.Query(..., max_length=32),
@@ -203,6 +233,17 @@ def create_app(load: Callable[[State], object],
   def recommend_post(body: NewUser):
     rec = ready()
     demo = (body.age, body.gender, body.occupation, body.zip)
+    if body.ratings is not None:
+      if body.user_id:
+        raise recommend.InvalidRequestError(
+            "send user_id or ratings, not both (ratings are for a new user)")
+      inputs = (None if all(v is None for v in demo)
+                else recommend.demographic_inputs(*demo))
+      ratings = recommend.validate_ratings(
+          [r.model_dump() for r in body.ratings], rec.catalog, MAX_RATINGS)
+      return {"user_id": None, "k": body.k, "ratings_used": len(ratings),
+              "cold_start": inputs,
+              "items": rec.recommend_for_ratings(ratings, inputs, body.k)}
     if body.user_id and all(v is None for v in demo):
       return {"user_id": body.user_id, "k": body.k,
               "items": rec.recommend(body.user_id, body.k)}
@@ -213,6 +254,14 @@ def create_app(load: Callable[[State], object],
     inputs = recommend.demographic_inputs(*demo)
     return {"user_id": None, "k": body.k, "cold_start": inputs,
             "items": rec.recommend_new_user(*demo, k=body.k)}
+
+  @app.get("/movies", summary="Movies whose title contains q")
+  def movies(q: str = fastapi.Query(..., max_length=100,
+                                    description="part of a title; case, "
+                                    "accents and punctuation ignored"),
+             limit: int = fastapi.Query(10, ge=1, le=50)):
+    rec = ready()
+    return {"query": q, "items": rec.catalog.search(q, limit)}
 
   @app.get("/similar", summary="Movies nearest to a movie")
   def similar(movie_id: str = fastapi.Query(..., max_length=32),
@@ -239,7 +288,7 @@ def create_app(load: Callable[[State], object],
   return app
 
 
-def runs_loader(runs_dir: str, data_config, history: str = "train",
+def runs_loader(runs_dir: str, data_config, history: str = "all",
                 num_candidates: int = 200) -> Callable[[State], object]:
   """A `create_app` loader: tables from the dataset, models from runs."""
   def load(state: State):

@@ -33,6 +33,22 @@ function showError(message) {
   box.hidden = !message;
 }
 
+// Display names of the candidate sources (others: "_" -> "-").
+const SOURCE_LABELS = {two_tower: "two-tower"};
+
+// Why a movie was recommended: the rated movie that brought it, else the
+// sources that retrieved it.
+function whyText(item) {
+  if (item.because) return `because you liked ${item.because.title || item.because.movie_id}`;
+  if (item.why) return item.why;
+  return (item.sources || []).map((s) => SOURCE_LABELS[s] || s.replace(/_/g, "-")).join(", ");
+}
+
+function starsText(rating) {
+  const n = Math.max(0, Math.min(5, Math.round(rating)));
+  return "\u2605".repeat(n) + "\u2606".repeat(5 - n);
+}
+
 async function api(path, options) {
   const response = await fetch(path, options);
   let body = null;
@@ -43,8 +59,15 @@ async function api(path, options) {
   return body;
 }
 
+// Only the answer to the latest recommendation request is shown.
+let recsRequest = 0;
+// What the "How many" select re-runs when it changes.
+let lastRequest = null;
+
 function renderRecs(items, title) {
   $("recs-title").textContent = title;
+  const table = $("recs");
+  table.dataset.updates = String(Number(table.dataset.updates || 0) + 1);
   const tbody = document.querySelector("#recs tbody");
   tbody.replaceChildren();
   for (const item of items) {
@@ -57,10 +80,19 @@ function renderRecs(items, title) {
     cell(tr, item.director, "director");
     cell(tr, item.star, "star");
     cell(tr, item.predicted_rating.toFixed(2), "num");
+    cell(tr, whyText(item), "why");
     tbody.appendChild(tr);
   }
   $("recs-empty").hidden = items.length > 0;
   $("recs-empty").textContent = "No recommendations.";
+}
+
+function clearRecs(hint) {
+  recsRequest++;  // drops answers still on their way
+  $("recs-title").textContent = "Recommendations";
+  document.querySelector("#recs tbody").replaceChildren();
+  $("recs-empty").hidden = false;
+  $("recs-empty").textContent = hint;
 }
 
 function renderRatings(data) {
@@ -77,9 +109,9 @@ function renderRatings(data) {
     cell(tr, r.year, "num");
     cell(tr, r.director, "director");
     cell(tr, r.star, "star");
-    const n = Math.round(r.rating);
-    cell(tr, "\u2605".repeat(n) + "\u2606".repeat(5 - n), "stars");
-    cell(tr, new Date(r.timestamp * 1000).toISOString().slice(0, 10), "date");
+    cell(tr, r.rating === null ? null : starsText(r.rating), "stars");
+    cell(tr, r.timestamp ? new Date(r.timestamp * 1000).toISOString().slice(0, 10) : null,
+      "date");
     tbody.appendChild(tr);
   }
   $("ratings-empty").hidden = rows.length > 0;
@@ -88,38 +120,192 @@ function renderRatings(data) {
 
 async function recommendUser(userId) {
   showError("");
+  lastRequest = () => recommendUser(userId);
+  const request = ++recsRequest;
   const k = $("k").value;
   try {
     const [recs, ratings] = await Promise.all([
       api(`/recommend?user_id=${encodeURIComponent(userId)}&k=${k}`),
       api(`/users/${encodeURIComponent(userId)}/ratings?limit=10`),
     ]);
+    if (request !== recsRequest) return;
     renderRecs(recs.items, `Recommendations for user ${userId}`);
     renderRatings(ratings);
   } catch (e) {
-    showError(e.message);
+    if (request === recsRequest) showError(e.message);
   }
+}
+
+// ---------------------------------------------------------------------------
+// New user: movies they like (searched by title) and optional demographics.
+
+// [{movie_id, title, year, director, star, rating}], most recent first.
+const liked = [];
+
+function demographics() {
+  const values = {
+    age: $("age").value.trim() === "" ? null : Number($("age").value),
+    gender: $("gender").value || null,
+    occupation: $("occupation").value || null,
+    zip: $("zip").value.trim() || null,
+  };
+  // Sent when any is filled in: the service names the missing ones.
+  return Object.values(values).some((v) => v !== null) ? values : null;
+}
+
+function renderLiked() {
+  const list = $("liked");
+  list.replaceChildren();
+  for (const movie of liked) {
+    const li = document.createElement("li");
+    li.dataset.movieId = movie.movie_id;
+    const name = document.createElement("span");
+    name.className = "liked-title";
+    name.textContent = movie.year ? `${movie.title} (${movie.year})` : movie.title;
+    name.title = name.textContent;
+    const select = document.createElement("select");
+    select.className = "rating";
+    select.setAttribute("aria-label", `your rating of ${movie.title}`);
+    for (let r = 5; r >= 1; r--) {
+      const opt = document.createElement("option");
+      opt.value = String(r);
+      opt.textContent = starsText(r);
+      opt.title = `${r} of 5`;
+      opt.selected = r === movie.rating;
+      select.appendChild(opt);
+    }
+    select.addEventListener("change", () => {
+      movie.rating = Number(select.value);
+      renderLiked();
+      recommendNewUser();
+    });
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "remove";
+    remove.textContent = "\u00d7";
+    remove.title = `remove ${movie.title}`;
+    remove.setAttribute("aria-label", `remove ${movie.title}`);
+    remove.addEventListener("click", () => {
+      liked.splice(liked.indexOf(movie), 1);
+      renderLiked();
+      recommendNewUser();
+    });
+    li.append(name, select, remove);
+    list.appendChild(li);
+  }
+  $("liked-empty").hidden = liked.length > 0;
+  $("liked").hidden = liked.length === 0;
+}
+
+function addLiked(movie) {
+  if (!liked.some((m) => m.movie_id === movie.movie_id)) {
+    liked.unshift({...movie, rating: 5});
+  }
+  $("movie-search").value = "";
+  hideResults();
+  renderLiked();
+  recommendNewUser();
+}
+
+// Title search as the visitor types (debounced; late answers dropped).
+let searchTimer = null;
+let searchRequest = 0;
+let results = [];
+
+function hideResults() {
+  searchRequest++;
+  clearTimeout(searchTimer);
+  results = [];
+  $("movie-results").replaceChildren();
+  $("movie-results").hidden = true;
+}
+
+function renderResults(items, query) {
+  results = items;
+  const list = $("movie-results");
+  list.replaceChildren();
+  for (const movie of items) {
+    const li = document.createElement("li");
+    const b = document.createElement("button");
+    b.type = "button";
+    b.dataset.movieId = movie.movie_id;
+    b.setAttribute("role", "option");
+    const added = liked.some((m) => m.movie_id === movie.movie_id);
+    const title = document.createElement("span");
+    title.textContent = movie.year ? `${movie.title} (${movie.year})` : movie.title;
+    const count = document.createElement("span");
+    count.className = "count";
+    count.textContent = added ? "added" : `${movie.num_ratings} ratings`;
+    b.append(title, count);
+    b.disabled = added;
+    b.addEventListener("click", () => addLiked(movie));
+    li.appendChild(b);
+    list.appendChild(li);
+  }
+  if (!items.length) {
+    const li = document.createElement("li");
+    li.className = "none";
+    li.textContent = `No title contains \u201c${query}\u201d.`;
+    list.appendChild(li);
+  }
+  list.hidden = false;
+}
+
+function searchSoon() {
+  clearTimeout(searchTimer);
+  const query = $("movie-search").value.trim();
+  if (!query) { hideResults(); return; }
+  searchTimer = setTimeout(async () => {
+    const request = ++searchRequest;
+    try {
+      const body = await api(`/movies?q=${encodeURIComponent(query)}&limit=8`);
+      if (request === searchRequest) renderResults(body.items, query);
+    } catch (e) {
+      if (request === searchRequest) showError(e.message);
+    }
+  }, 200);
 }
 
 async function recommendNewUser() {
   showError("");
-  const body = {
-    age: Number($("age").value), gender: $("gender").value,
-    occupation: $("occupation").value, zip: $("zip").value.trim(),
-    k: Number($("k").value),
-  };
+  lastRequest = recommendNewUser;
+  const demo = demographics();
+  if (!liked.length && !demo) {
+    clearRecs("Add movies you like or fill in your details.");
+    renderNewUserRatings();
+    return;
+  }
+  const body = {k: Number($("k").value), ...(demo || {})};
+  if (liked.length) {
+    body.ratings = liked.map((m) => ({movie_id: m.movie_id, rating: m.rating}));
+  }
+  const request = ++recsRequest;
   try {
     const recs = await api("/recommend", {
       method: "POST", headers: {"Content-Type": "application/json"},
       body: JSON.stringify(body),
     });
+    if (request !== recsRequest) return;
     const c = recs.cold_start;
-    renderRecs(recs.items, `Recommendations for a new user (${c.user_gender}, ` +
-      `age ${c.bucketized_user_age}+, ${c.user_occupation_label})`);
-    renderRatings(null);
+    const who = c ? `${c.user_gender}, age ${c.bucketized_user_age}+, ${c.user_occupation_label}` : "";
+    const n = recs.ratings_used || 0;
+    const likes = `${n} movie${n === 1 ? "" : "s"} you like`;
+    renderRecs(recs.items, n
+      ? `Recommendations from ${likes}` + (c ? ` (${who})` : "")
+      : `Recommendations for a new user (${who})`);
+    renderNewUserRatings();
   } catch (e) {
-    showError(e.message);
+    if (request === recsRequest) showError(e.message);
   }
+}
+
+function renderNewUserRatings() {
+  if (!liked.length) { renderRatings(null); return; }
+  renderRatings({
+    user: null, num_ratings: liked.length,
+    ratings: liked.map((m) => ({...m, timestamp: null})),
+  });
+  $("ratings-title").textContent = "Movies you like";
 }
 
 async function waitReady() {
@@ -153,15 +339,32 @@ async function init() {
   });
   $("new-user-form").addEventListener("submit", (e) => {
     e.preventDefault();
+    hideResults();
     recommendNewUser();
   });
+  const search = $("movie-search");
+  search.addEventListener("input", searchSoon);
+  search.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") {  // picks the first match, never submits
+      e.preventDefault();
+      const first = results.find((m) => !liked.some((l) => l.movie_id === m.movie_id));
+      if (first) addLiked(first);
+    } else if (e.key === "Escape") {
+      search.value = "";
+      hideResults();
+    }
+  });
+  document.addEventListener("click", (e) => {
+    if (!e.target.closest(".search")) hideResults();
+  });
+  $("k").addEventListener("change", () => { if (lastRequest) lastRequest(); });
+  renderLiked();
   await waitReady();
   try {
     const meta = await api("/meta");
     for (const o of meta.occupations) {
       const opt = document.createElement("option");
       opt.value = opt.textContent = o;
-      if (o === "writer") opt.selected = true;
       $("occupation").appendChild(opt);
     }
     for (const id of meta.example_user_ids) {

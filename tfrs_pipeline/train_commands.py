@@ -1,0 +1,145 @@
+"""`tfrs-pipeline train sources|ranking|all`: the two-stage parts.
+
+    tfrs-pipeline train sources --sources_run runs/sources
+    tfrs-pipeline train ranking --run_dir runs/ranking \
+        --retrieval_run runs/retrieval [--model mmoe|dcn]
+    tfrs-pipeline train all --runs runs    # retrieval, sources, ranking
+
+`train ranking` trains the ranker on candidate lists (README, "Two
+stages"): it needs a retrieval run trained with the same data flags
+(`--label_share`, `--seed`); `--examples ratings` trains the pointwise
+rating model instead (no sources). `train all` runs the three in order
+with their default configurations, which is what `make train` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Optional
+
+from absl import flags
+
+import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
+from ranking import train as ranking_train
+from ranking.model import RankingConfig
+from retrieval import train as retrieval_train
+from retrieval.model import RetrievalConfig
+from tfrs_pipeline import cascade, cli, pipeline
+from tfrs_pipeline import flags as common
+
+FLAGS = flags.FLAGS
+
+
+def _define_cascade_flags():
+  defaults = cascade.CascadeConfig()
+  for field in dataclasses.fields(cascade.CascadeConfig):
+    if field.name in FLAGS:
+      continue
+    value = getattr(defaults, field.name)
+    doc = (f"Candidates from the {field.name} source per request."
+           if field.name in cascade.SOURCES else
+           f"CascadeConfig.{field.name} (tfrs_pipeline/cascade.py).")
+    kind = "integer" if isinstance(value, int) else "float"
+    getattr(flags, f"DEFINE_{kind}")(field.name, value, doc)
+
+
+def _cascade_config() -> cascade.CascadeConfig:
+  try:
+    return cascade.CascadeConfig(**{
+        f.name: FLAGS[f.name].value
+        for f in dataclasses.fields(cascade.CascadeConfig)})
+  except ValueError as e:
+    raise cli.UsageError(str(e)) from e
+
+
+def define_flags():
+  """Flags of the ranking command (RankingConfig + CascadeConfig)."""
+  ranking_train.define_flags()
+  _define_cascade_flags()
+  if "retrieval_run" not in FLAGS:
+    flags.DEFINE_string("retrieval_run", "runs/retrieval",
+                        "Retrieval run whose export is the two-tower "
+                        "source (train ranking).")
+  if "sources_run" not in FLAGS:
+    flags.DEFINE_string("sources_run", "runs/sources",
+                        "Run directory of `train sources`.")
+  if "runs" not in FLAGS:
+    flags.DEFINE_string("runs", "runs", "Directory of the runs (train all).")
+
+
+def _export_dir(retrieval_run: str) -> str:
+  path = os.path.join(retrieval_run, "export")
+  if not os.path.exists(os.path.join(path, "candidates.npz")):
+    raise cli.UsageError(f"no retrieval export in {path}: run `tfrs-pipeline "
+                         "train retrieval` first (or make train)")
+  return path
+
+
+def ranking_main(argv) -> None:
+  del argv
+  try:
+    config = ranking_train.config_from_flags()
+  except ValueError as e:
+    raise cli.UsageError(str(e)) from e
+  data_config = common.data_config()
+  if config.examples == "ratings":
+    ranking_train.train_and_evaluate(config, data_config, FLAGS.run_dir)
+    return
+  train_ranking(config, _cascade_config(), data_config, FLAGS.run_dir,
+                _export_dir(FLAGS.retrieval_run))
+
+
+def train_ranking(config: RankingConfig, cascade_config: cascade.CascadeConfig,
+                  data_config: pipeline.DataConfig, run_dir: str,
+                  retrieval_export: str, log=print) -> dict:
+  data_config = ranking_train.ranking_data_config(config, data_config)
+  data = pipeline.load_data(data_config, log=log)
+  return cascade.train_ranker(data, retrieval_export, run_dir, config,
+                              cascade_config, log)
+
+
+def sources_main(argv) -> None:
+  del argv
+  data = pipeline.load_data(common.data_config())
+  cascade.train_sources(data, FLAGS.sources_run, _cascade_config())
+
+
+def train_all(runs: str, data_config: pipeline.DataConfig,
+              retrieval_config: Optional[RetrievalConfig] = None,
+              ranking_config: Optional[RankingConfig] = None,
+              cascade_config: Optional[cascade.CascadeConfig] = None,
+              log=print) -> dict:
+  """Retrieval, sources and ranker (defaults: the shipped configurations,
+  seeded with the data seed) into RUNS/{retrieval,sources,ranking};
+  returns each part's seconds."""
+  seconds = {}
+  start = time.time()
+  retrieval_train.train_and_evaluate(
+      retrieval_config or RetrievalConfig(seed=data_config.seed),
+      data_config, os.path.join(runs, "retrieval"), log=log)
+  seconds["retrieval"] = time.time() - start
+  config = ranking_config or RankingConfig(seed=data_config.seed)
+  cascade_config = cascade_config or cascade.CascadeConfig()
+  start = time.time()
+  data = pipeline.load_data(
+      ranking_train.ranking_data_config(config, data_config), log=log)
+  seconds["data"] = time.time() - start
+  start = time.time()
+  cascade.train_sources(data, os.path.join(runs, "sources"), cascade_config,
+                        log)
+  seconds["sources"] = time.time() - start
+  start = time.time()
+  cascade.train_ranker(data, os.path.join(runs, "retrieval", "export"),
+                       os.path.join(runs, "ranking"), config,
+                       cascade_config, log)
+  seconds["ranking"] = time.time() - start
+  log("[train] done: " + ", ".join(f"{k} {v:.0f}s"
+                                    for k, v in seconds.items()))
+  return seconds
+
+
+def all_main(argv) -> None:
+  del argv
+  train_all(FLAGS.runs, common.data_config())
