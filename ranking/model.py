@@ -133,6 +133,7 @@ class RankingConfig:
   # MMoE), the models' first form (no source features).
   examples: str = "lists"
   gain: str = "binary"  # lists: listwise gain of a labelled candidate
+  lists_per_batch: int = 32  # lists: users per batch (x candidates rows)
   position_bias: bool = True  # lists: bias tower reads the source ranks
   # Shared input layer.
   extra_features: Tuple[str, ...] = ()

@@ -484,7 +484,7 @@ def list_dataset(lists: Lists, batch_size: int,
 
 
 def predict_lists(model: tf.keras.Model, lists: Lists,
-                  batch_size: int = 64) -> Dict[str, np.ndarray]:
+                  batch_size: int = 32) -> Dict[str, np.ndarray]:
   """Serving outputs of `model` per candidate: {name: [U, L]}."""
   encoder = model.inputs_layer.encoder
 
@@ -540,7 +540,8 @@ def fit_lists(config: RankingConfig, lists: Lists, context: ListContext,
       f"{lists.candidates['movie_id'].shape[1]} candidates each")
   model.compile(optimizer=optim.adam(
       config.learning_rate, config.lr_schedule,
-      config.epochs * optim.steps_per_epoch(train.size, config.batch_size)))
+      config.epochs * optim.steps_per_epoch(train.size,
+                                            config.lists_per_batch)))
   callbacks = [
       _ListValidation(validation),
       tf.keras.callbacks.EarlyStopping(
@@ -552,8 +553,8 @@ def fit_lists(config: RankingConfig, lists: Lists, context: ListContext,
   ]
   if config.max_train_seconds:
     callbacks.append(_TimeBudget(config.max_train_seconds, log))
-  model.fit(list_dataset(train, config.batch_size, model.inputs_layer.encoder,
-                         config.seed),
+  model.fit(list_dataset(train, config.lists_per_batch,
+                         model.inputs_layer.encoder, config.seed),
             epochs=config.epochs, callbacks=callbacks, verbose=verbose)
   history = model.history.history if model.history else {}
   ndcg = history.get("val_ndcg_at_10", [])

@@ -128,32 +128,30 @@ def build_standins(data: pipeline.Data, runs: str) -> None:
 
 _TRAIN = """
 import sys, tfrs_pipeline
-from tfrs_pipeline import pipeline
-from {stage} import model, train
+from tfrs_pipeline import cascade, pipeline, train_commands
+from ranking.model import RankingConfig
+from retrieval.model import RetrievalConfig
 config = pipeline.DataConfig(raw_data=sys.argv[1], data_dir=sys.argv[2])
-train.train_and_evaluate(model.{config}(epochs=1, batch_size=256),
-                         config, sys.argv[3], log=lambda *a: None)
+train_commands.train_all(
+    sys.argv[3], config,
+    RetrievalConfig(epochs=1, batch_size=256, members=2),
+    RankingConfig(epochs=1, lists_per_batch=16),
+    cascade.CascadeConfig(two_tower=20, ease=20, ease_liked=10,
+                          popularity=10, list_size=40),
+    log=lambda *a: None)
 """
 
 
 def _train_real(data_config, runs) -> str:
-  """Trains both stages for 1 epoch, each in its own process (their
-  modules define absl flags), in parallel."""
-  procs = []
-  for stage, config in (("retrieval", "RetrievalConfig"),
-                        ("ranking", "RankingConfig")):
-    if not os.path.exists(os.path.join(os.path.dirname(recommend.__file__),
-                                       "..", stage, "train.py")):
-      raise ImportError(f"no {stage}/train.py")
-    procs.append(subprocess.Popen(
-        [sys.executable, "-c", _TRAIN.format(stage=stage, config=config),
-         data_config.raw_data, data_config.data_dir,
-         os.path.join(runs, stage)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-  for p in procs:
-    out, _ = p.communicate(timeout=600)
-    if p.returncode:
-      raise RuntimeError(f"trainer failed: {out[-1500:]}")
+  """`train all` (retrieval, sources, ranker) with small configurations,
+  in its own process (the trainers' modules define absl flags)."""
+  p = subprocess.run(
+      [sys.executable, "-c", _TRAIN, data_config.raw_data,
+       data_config.data_dir, runs],
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+      timeout=900, check=False)
+  if p.returncode:
+    raise RuntimeError(f"trainer failed: {p.stdout[-3000:]}")
   return "real"
 
 

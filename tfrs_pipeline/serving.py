@@ -295,6 +295,7 @@ def runs_loader(runs_dir: str, data_config, history: str = "all",
     from tfrs_pipeline import recommend  # pylint: disable=g-import-not-at-top
     state.stage = "loading tables"
     catalog = recommend.load_catalog(data_config, history, log=log.info)
+    catalog.search("a", 1)  # builds the title index before the first /movies
     state.stage = "loading models"
     recommender = recommend.Recommender.from_runs(
         runs_dir, catalog, num_candidates=num_candidates)
