@@ -134,6 +134,10 @@ class RankingConfig:
   examples: str = "lists"
   gain: str = "binary"  # lists: listwise gain of a labelled candidate
   lists_per_batch: int = 32  # lists: users per batch (x candidates rows)
+  # lists: also fit the rating and liked tasks on every fit-part rating
+  # (one-candidate lists, no source features, history without the rated
+  # movie), `batch_size` ratings per batch, interleaved with the lists.
+  rating_lists: bool = False
   position_bias: bool = True  # lists: bias tower reads the source ranks
   # Shared input layer.
   extra_features: Tuple[str, ...] = ()

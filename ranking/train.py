@@ -518,13 +518,31 @@ class _ListValidation(tf.keras.callbacks.Callback):
         logs[f"val_{key}"] = value
 
 
+def rating_lists(columns: Columns) -> Lists:
+  """Ratings (numpy columns of train examples: inputs + `user_rating`) as
+  one-candidate lists without source features (`rating_lists`)."""
+  user_side = {i.name for i in features.INPUTS
+               if i.entity in (features.USER, features.CONTEXT)}
+  users = {k: v for k, v in columns.items() if k in user_side}
+  n = len(columns[features.LABEL])
+  cands = {k: v[:, None] for k, v in columns.items()
+           if k not in user_side}
+  for spec in features.entity_inputs(features.SOURCE):
+    cands[spec.name] = np.full((n, 1), spec.default, np.float32)
+  cands[LIST_MASK] = np.ones((n, 1), np.float32)
+  cands[features.LABEL] = cands[features.LABEL].astype(np.float32)
+  return Lists(users, cands)
+
+
 def fit_lists(config: RankingConfig, lists: Lists, context: ListContext,
-              run: runs.RunDir, log=print, verbose: int = 0
+              run: runs.RunDir, log=print, verbose: int = 0,
+              ratings: Optional[Lists] = None
               ) -> Tuple[tf.keras.Model, Dict[str, float]]:
   """Trains a list ranker with early stopping on the validation lists (a
   seeded `validation_fraction` of the users, at least 10% of them);
   returns the model with the best weights and the validation metrics of
-  its best epoch."""
+  its best epoch. `ratings` (`rating_lists`): one-candidate lists of
+  train ratings interleaved with the candidate lists."""
   import time  # pylint: disable=g-import-not-at-top
   runs.set_seeds(config.seed)
   vocabularies = context.vocabularies.merged(fit_source_vocabularies(lists))
@@ -538,10 +556,21 @@ def fit_lists(config: RankingConfig, lists: Lists, context: ListContext,
   log(f"[ranking] {config.model} on candidate lists: {train.size} train / "
       f"{validation.size} validation users, "
       f"{lists.candidates['movie_id'].shape[1]} candidates each")
+  steps = optim.steps_per_epoch(train.size, config.lists_per_batch)
+  train_ds = list_dataset(train, config.lists_per_batch,
+                          model.inputs_layer.encoder, config.seed)
+  if ratings is not None:
+    rating_steps = optim.steps_per_epoch(ratings.size, config.batch_size)
+    rating_ds = list_dataset(ratings, config.batch_size,
+                             model.inputs_layer.encoder, config.seed + 1)
+    log(f"[ranking] + {ratings.size} ratings as one-candidate lists "
+        f"({rating_steps} batches per epoch)")
+    train_ds = tf.data.Dataset.sample_from_datasets(
+        [train_ds.repeat(), rating_ds.repeat()],
+        weights=[float(steps), float(rating_steps)], seed=config.seed)
+    steps += rating_steps
   model.compile(optimizer=optim.adam(
-      config.learning_rate, config.lr_schedule,
-      config.epochs * optim.steps_per_epoch(train.size,
-                                            config.lists_per_batch)))
+      config.learning_rate, config.lr_schedule, config.epochs * steps))
   callbacks = [
       _ListValidation(validation),
       tf.keras.callbacks.EarlyStopping(
@@ -553,9 +582,8 @@ def fit_lists(config: RankingConfig, lists: Lists, context: ListContext,
   ]
   if config.max_train_seconds:
     callbacks.append(_TimeBudget(config.max_train_seconds, log))
-  model.fit(list_dataset(train, config.lists_per_batch,
-                         model.inputs_layer.encoder, config.seed),
-            epochs=config.epochs, callbacks=callbacks, verbose=verbose)
+  model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps,
+            callbacks=callbacks, verbose=verbose)
   history = model.history.history if model.history else {}
   ndcg = history.get("val_ndcg_at_10", [])
   best = int(np.argmax(ndcg)) if ndcg else 0

@@ -130,7 +130,15 @@ def test_lists_sources_never_saw_the_labels(fake_data, fitted):
   label = {(u, m): r for u, m, r in zip(users, movies, labels.user_rating)}
   got = lists.candidates["user_rating"]
   n_labelled = 0
-  for i, u in enumerate(ids):
+  warm = [i for i, u in enumerate(ids) if u]
+  cold = [i for i, u in enumerate(ids) if not u]
+  # New-user lists: demographics only, and the earliest 5 ratings.
+  sizes = sorted({len([m for m in lists.users["user_history"][i].split("|")
+                       if m]) for i in cold})
+  assert cold and sizes[0] == 0 and max(sizes) == 5
+  assert (lists.candidates["user_rating"][cold] > 0).any()
+  for i in warm:
+    u = ids[i]
     history = {m for (v, m) in train if v == u}
     row = lists.candidates["movie_id"][i]
     mask = lists.candidates["list_mask"][i] > 0

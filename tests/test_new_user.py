@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from test_recommend import catalog, rec, small_runs  # noqa: F401  pylint: disable=unused-import
-from tfrs_pipeline import recommend
+from tfrs_pipeline import cascade, recommend
 
 _TITLES = ("Matrix, The (1999)", "Café Society, The (1995)",
            "Schindler's List (1993)", "Toy Story (1995)",
@@ -134,9 +134,12 @@ def test_recommend_for_ratings(rec, catalog):  # pylint: disable=redefined-outer
   ids = [r["movie_id"] for r in rows]
   assert rows and not {"2", "5", "11"} & set(ids)
   assert len(ids) == len(set(ids))
-  # Every other retrieved movie is there: the rated ones were dropped, not
-  # just ranked low.
-  assert len(rows) == min(rec.exported_k, len(catalog.movie_row)) - 3
+  # Every movie a source retrieved is there (the rated ones were dropped
+  # by the sources, not just ranked low): the merged candidates.
+  request = cascade.Request(history=["2", "5", "11"], ratings=[5, 4, None])
+  _, tops, _ = rec.sources.scores([request])
+  union = set().union(*(set(t[0]) for t in tops.values()))
+  assert len(rows) == min(rec.config.list_size, len(union), 100)
   for r in rows:
     assert isinstance(r["sources"], list) and r["sources"]
     assert r["because"] is None or set(r["because"]) == {"movie_id",

@@ -21,7 +21,8 @@ from ranking.model import (DCN, MMoE, RATED, TASKS, RankingConfig,
                            ranking_features, ranking_inputs)
 from tfrs_pipeline import features, runs
 
-SMALL = dict(model="dcn", examples="ratings", deep_layers=(16,), expert_layers=(8,),
+SMALL = dict(model="dcn", examples="ratings", score="engage_x_rating",
+             deep_layers=(16,), expert_layers=(8,),
              tower_layers=(8,), num_experts=3, bias_tower_layers=(4,),
              batch_size=256,
              epochs=1, validation_fraction=0.1)

@@ -1,9 +1,7 @@
 """Tests of `tfrs_pipeline.recommend` (library and CLI) on small exports.
 
-`small_runs` builds RUNS/retrieval and RUNS/ranking once per session: with
-the real trainers (`retrieval.train`, `ranking.train`, 1 epoch on the fake
-data); `TFRS_TEST_STANDIN=1` swaps in stand-in SavedModels that have
-exactly the contract signatures, for fast work on the serving layer.
+`small_runs` builds RUNS/{retrieval,sources,ranking} once per session with
+`train all` (small configurations, 1 epoch, on the fake data).
 test_serving.py and test_browser.py import the fixture from here.
 """
 
@@ -21,109 +19,7 @@ import tensorflow as tf
 from tfrs_pipeline import export, features, pipeline, recommend
 
 _CACHE = {}
-_D = 16
 
-
-# --------------------------------------------------------------------------
-# Stand-in models with the contract signatures.
-
-
-def _hash_embedding(inputs, names):
-  """Sum of one-hot hashes of the named string inputs: [B, D]."""
-  out = 0.0
-  for n in names:
-    h = tf.strings.to_hash_bucket_fast(
-        tf.strings.join([n, inputs[n]], ":"), _D)
-    out += tf.one_hot(h, _D)
-  return out
-
-
-_USER_KEYS = ("user_id", "user_gender", "bucketized_user_age",
-              "user_occupation_label")
-
-
-class _Retrieval(tf.Module):
-
-  def __init__(self, users, movie_ids, emb, k):
-    super().__init__()
-    self.query_inputs = [i for i in features.inputs_for(features.QUERY)]
-    user_inputs = [i for i in self.query_inputs
-                   if i.entity == features.USER and i.name in users]
-    self.table = export.EntityTable("user_id", users, user_inputs)
-    self.movie_ids = tf.constant(movie_ids)
-    self.emb = tf.constant(emb)
-    self.k = k
-    self.default_timestamp = tf.Variable(978300000, dtype=tf.int64,
-                                         trainable=False)
-    id_spec = tf.TensorSpec([None], tf.string, name="user_id")
-    self.serving_default = tf.function(self._by_id, input_signature=[id_spec])
-    self.user_embedding = tf.function(self._embedding,
-                                      input_signature=[id_spec])
-    self.serve_features = tf.function(
-        self._search_inputs,
-        input_signature=[export.input_specs(self.query_inputs)])
-
-  def _search_inputs(self, inputs):
-    scores, idx = tf.math.top_k(
-        tf.matmul(_hash_embedding(inputs, _USER_KEYS), self.emb,
-                  transpose_b=True), self.k)
-    return {"movie_ids": tf.gather(self.movie_ids, idx), "scores": scores}
-
-  def _by_id(self, user_id):
-    return self._search_inputs(self.table(user_id))
-
-  def _embedding(self, user_id):
-    return {"embedding": _hash_embedding(self.table(user_id), _USER_KEYS)}
-
-
-class _Ranking(tf.Module):
-
-  def __init__(self, users, movie_ids, emb):
-    super().__init__()
-    self.inputs = features.inputs_for(features.RANKING)
-    self.table = export.EntityTable(
-        "user_id", users, [i for i in self.inputs
-                           if i.entity == features.USER and i.name in users])
-    self.rows = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(
-            tf.constant(movie_ids), tf.range(len(movie_ids), dtype=tf.int64)),
-        default_value=0)
-    self.emb = tf.constant(emb)
-    self.serving_default = tf.function(self._by_id, input_signature=[
-        tf.TensorSpec([None], tf.string, name="user_id"),
-        tf.TensorSpec([None], tf.string, name="movie_id")])
-    self.serve_features = tf.function(
-        self._score, input_signature=[export.input_specs(self.inputs)])
-
-  def _score(self, inputs):
-    u = _hash_embedding(inputs, _USER_KEYS)
-    m = tf.gather(self.emb, self.rows.lookup(inputs["movie_id"]))
-    x = tf.reduce_sum(u * m, axis=1)
-    return {"rating": 3.0 + 2.0 * tf.tanh(x), "score": tf.sigmoid(x)}
-
-  def _by_id(self, user_id, movie_id):
-    return self._score({**self.table(user_id), "movie_id": movie_id})
-
-
-def build_standins(data: pipeline.Data, runs: str) -> None:
-  users = data.table("users")
-  movie_ids = data.table("movies")["movie_id"].astype(str)
-  emb = np.random.default_rng(0).normal(size=(len(movie_ids), _D)).astype(
-      np.float32)
-  k = min(100, len(movie_ids))
-  r = _Retrieval(users, movie_ids, emb, k)
-  export.save_atomic(r, os.path.join(runs, "retrieval", "export", "retrieval"),
-                     signatures={"serving_default": r.serving_default,
-                                 "user_embedding": r.user_embedding,
-                                 "serve_features": r.serve_features},
-                     log=lambda *a: None)
-  np.savez(os.path.join(runs, "retrieval", "export", "candidates.npz"),
-           movie_ids=movie_ids, embeddings=emb)
-  m = _Ranking(users, movie_ids, emb)
-  export.save_atomic(m, os.path.join(runs, "ranking", "export", "ranking"),
-                     signatures={"serving_default": m.serving_default,
-                                 "serve_features": m.serve_features},
-                     log=lambda *a: None)
 
 
 _TRAIN = """
@@ -161,11 +57,7 @@ def small_runs_value(tmp_path_factory, fake_raw, fake_data_dir, fake_data):
     runs = str(tmp_path_factory.mktemp("runs"))
     config = pipeline.DataConfig(raw_data=fake_raw["path"],
                                  data_dir=fake_data_dir)
-    if os.environ.get("TFRS_TEST_STANDIN"):
-      kind = "standin"  # fast iteration on the serving layer only
-      build_standins(fake_data, runs)
-    else:
-      kind = _train_real(config, runs)  # a trainer failure fails the tests
+    kind = _train_real(config, runs)  # a trainer failure fails the tests
     _CACHE["runs"] = {"runs": runs, "raw": fake_raw["path"],
                       "data_dir": fake_data_dir, "kind": kind,
                       "config": config}
@@ -197,8 +89,15 @@ def test_recommend_known_user(rec, catalog):
   assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
   assert 1 <= len(rows) <= 5
   keys = {"rank", "movie_id", "title", "year", "genres", "director", "star",
-          "predicted_rating", "score", "retrieval_score"}
+          "predicted_rating", "score", "retrieval_score", "sources",
+          "because", "why"}
   assert all(keys <= set(r) for r in rows)
+  sources = set(features.CANDIDATE_SOURCES)
+  assert all(r["sources"] and set(r["sources"]) <= sources for r in rows)
+  for r in rows:  # a "because" movie is one the user rated
+    if r["because"] is not None:
+      assert r["because"]["movie_id"] in set(catalog.history("7"))
+      assert r["why"] == f"because you liked {r['because']['title']}"
   seen = set(catalog.history("7"))
   assert seen and not seen & {r["movie_id"] for r in rows}
   scores = [r["score"] for r in rows]
@@ -211,11 +110,18 @@ def test_warm_up(rec):
   assert 0 < seconds < 60
 
 
-def test_exported_k_caps_candidates(rec):
-  assert rec.exported_k <= 100
-  assert rec.info()["num_candidates"] == min(200, rec.exported_k)
+def test_exported_k_and_list_size(rec, catalog):
+  # K of the exported index covers a two-tower request (up to all movies).
+  assert rec.exported_k == min(500, len(catalog.movie_row))
+  assert rec.exported_k >= rec.config.two_tower
+  assert rec.info()["num_candidates"] == rec.config.list_size
   ids, scores = rec.retrieve(["1", "2"])
   assert ids.shape == scores.shape == (2, rec.exported_k)
+  # A request for N two-tower candidates gets N (none excluded here).
+  request = rec.known_request("7")
+  _, tops, exclude = rec.sources.scores([request])
+  wanted = min(rec.config.two_tower, len(catalog.movie_row) - len(exclude[0]))
+  assert len(tops["two_tower"][0]) == wanted
 
 
 def test_cold_start_and_validation(rec):
@@ -355,7 +261,9 @@ def test_cli_ratings(small_runs, capsys):
   assert len(lines) == 4 and lines[0].split()[:4] == [
       "#", "movie", "title", "year"]
   assert lines[0].split()[-1] == "why"
-  assert all(line.endswith("two-tower") for line in lines[1:]), stdout
+  # The why column: the rated movie that brought it, else its sources.
+  whys = ("because you liked ", "two-tower", "similar to", "popular")
+  assert all(any(w in line for w in whys) for line in lines[1:]), stdout
   assert not {"2", "5", "11"} & {line.split()[1] for line in lines[1:]}
 
   code, stdout, stderr = _run_cli(

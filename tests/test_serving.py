@@ -350,17 +350,3 @@ def test_load_test(server):  # pylint: disable=redefined-outer-name
   assert result["errors"] == 10  # the unknown id: 404s
   assert result["requests"] == 40 and result["rps"] > 0
   assert 0 < result["p50_ms"] <= result["p99_ms"]
-
-
-def test_evaluate_two_stage(small_runs, fake_data):  # pylint: disable=redefined-outer-name
-  runs = small_runs["runs"]
-  m = e2e.evaluate_two_stage(
-      os.path.join(runs, "retrieval", "export", "retrieval"),
-      os.path.join(runs, "ranking", "export", "ranking"), fake_data,
-      max_users=20, log=lambda *a: None)
-  assert m["num_users"] == 20
-  for key in ("retrieval_ndcg_at_10", "retrieval_recall_at_10",
-              "two_stage_ndcg_at_10", "two_stage_recall_at_10"):
-    assert 0.0 <= m[key] <= 1.0
-  assert m["retrieval_recall_at_10"] <= m["candidate_recall"] + 1e-9
-  assert m["two_stage_recall_at_10"] <= m["candidate_recall"] + 1e-9

@@ -51,6 +51,9 @@ flags.DEFINE_integer("dcn_tutorial_seeds", 3,
                      "ranking: seeds of the TFRS-tutorial DCN.")
 flags.DEFINE_integer("load_requests", 400, "e2e: /recommend requests.")
 flags.DEFINE_integer("load_concurrency", 8, "e2e: concurrent clients.")
+flags.DEFINE_float("e2e_holdout_users", 0.1,
+                   "e2e: share of the users with ratings left out of every "
+                   "fit (evaluated as new users).")
 
 
 @dataclasses.dataclass

@@ -70,6 +70,13 @@ class CascadeConfig:
   ease_neighbours: int = 200  # stored neighbours per movie (sparse)
   # The segment's counts + shrinkage x its size x the overall shares.
   popularity_shrinkage: float = 0.1
+  # Training lists of new users: for this share of the users (seeded),
+  # also a list from demographics only and one from their `cold_given`
+  # earliest ratings (their other fit-part movies excluded), labelled with
+  # the same held-out ratings, as a new user's request looks at serving.
+  cold_share: float = 0.5
+  cold_given: int = 5
+  seed: int = 42
 
   def counts(self) -> Dict[str, int]:
     return {s: int(getattr(self, s)) for s in SOURCES}
@@ -135,12 +142,13 @@ class TwoTower:
     self.position = {m: i for i, m in enumerate(catalogue)}
     self.query_inputs = [i.name for i in features.inputs_for(features.QUERY)]
 
-  def __call__(self, requests: Sequence[Request], n: int):
-    """(scores [B, N], top catalogue indices [B, <=K] best first)."""
+  def __call__(self, requests: Sequence[Request]):
+    """(scores [B, N], ScaNN's top-K catalogue indices [B, K] best
+    first)."""
     values = _user_values(requests, self.query_inputs)
     out = export.call_signature(self.fn, values, len(requests))
     scores = out["embedding"] @ self.embeddings.T
-    ids = out["movie_ids"].astype(str)[:, :max(n, 1)]
+    ids = out["movie_ids"].astype(str)
     top = np.vectorize(lambda m: self.position.get(m, -1),
                        otypes=[np.int64])(ids) if ids.size else (
                            np.zeros((len(requests), 0), np.int64))
@@ -233,11 +241,17 @@ class CandidateSources:
     scores, tops = {}, {}
     if self.two_tower is not None and counts["two_tower"]:
       # ScaNN returns K; ask for enough to still have n after exclusion.
-      s, top = self.two_tower(requests, counts["two_tower"])
+      s, top = self.two_tower(requests)
       scores["two_tower"] = s
-      tops["two_tower"] = [
-          [t for t in row if t >= 0 and t not in set(ex)][
-              :counts["two_tower"]] for row, ex in zip(top, exclude)]
+      n = counts["two_tower"]
+      tops["two_tower"] = []
+      for b, (row, ex) in enumerate(zip(top, exclude)):
+        ex = set(ex)
+        kept = [t for t in row if t >= 0 and t not in ex][:n]
+        if len(kept) < n:  # K ran out behind the excluded movies: exact
+          more, _ = sources_lib.top_n(s[b:b + 1], n, [sorted(ex | set(kept))])
+          kept += [t for t in more[0] if t >= 0][:n - len(kept)]
+        tops["two_tower"].append(kept)
     f = self.fitted
     scores["ease"] = f.ease.score([r.history for r in requests],
                                   ignore_unknown=True)
@@ -246,10 +260,15 @@ class CandidateSources:
     scores["popularity"] = f.popularity.score(
         [r.demographics.get("user_gender") for r in requests],
         [r.demographics.get("bucketized_user_age") for r in requests])
+    # An item-to-item source retrieves nothing without (liked) history.
+    has = {"ease": [bool(r.history) for r in requests],
+           "ease_liked": [bool(r.liked()) for r in requests],
+           "popularity": [True] * len(requests)}
     for name in ("ease", "ease_liked", "popularity"):
       if counts[name]:
         idx, _ = sources_lib.top_n(scores[name], counts[name], exclude)
-        tops[name] = [[t for t in row if t >= 0] for row in idx]
+        tops[name] = [[t for t in row if t >= 0] if ok else []
+                      for row, ok in zip(idx, has[name])]
     return scores, tops, exclude
 
   def candidates(self, requests: Sequence[Request]) -> List[Candidates]:
@@ -405,6 +424,11 @@ def training_lists(sources: CandidateSources, data: pipeline.Data,
   user_ids = sorted(set(labels.user_id) & set(data.train_ratings.user_id),
                     key=lambda u: (len(u), u))
   requests = user_requests(data.train_ratings, users, user_ids)
+  owners = [r.user_id for r in requests]
+  cold = cold_requests(data.train_ratings, requests, sources.config)
+  log(f"[lists] {len(requests)} users, + {len(cold)} new-user lists")
+  owners += [u for u, _ in cold]
+  requests += [r for _, r in cold]
   label = {(u, m): float(r) for u, m, r in zip(
       labels.user_id, labels.movie_id, labels.user_rating)}
   width = sources.config.list_size
@@ -415,14 +439,14 @@ def training_lists(sources: CandidateSources, data: pipeline.Data,
     cands = sources.candidates(chunk)
     padded = pad_candidates(cands, width)
     padded[features.LABEL] = np.zeros((len(chunk), width), np.float32)
-    for i, (r, c) in enumerate(zip(chunk, cands)):
-      y = [label.get((r.user_id, m), 0.0) for m in c.movie_ids]
+    for i, (u, c) in enumerate(zip(owners[s:s + batch_users], cands)):
+      y = [label.get((u, m), 0.0) for m in c.movie_ids]
       padded[features.LABEL][i, :len(y)] = y
     parts.append(padded)
     log(f"[lists] {min(s + batch_users, len(requests))}/{len(requests)} "
         f"users ({time.time() - start:.0f}s)")
   candidates = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-  retrieved = int((candidates[features.LABEL] > 0).sum())
+  retrieved = int((candidates[features.LABEL][:len(user_ids)] > 0).sum())
   total = int(labels.user_id.isin(user_ids).sum())
   log(f"[lists] {retrieved} of {total} held-out ratings are among the "
       f"candidates ({retrieved / max(total, 1):.1%})")
@@ -432,6 +456,29 @@ def training_lists(sources: CandidateSources, data: pipeline.Data,
                  if i.entity in (features.USER, features.CONTEXT)]
   user_columns = _user_values(requests, user_inputs)
   return Lists(user_columns, candidates)
+
+
+def cold_requests(ratings: pd.DataFrame, requests: Sequence[Request],
+                  config: CascadeConfig) -> List[tuple]:
+  """(owner user id, new-user request) pairs for `config.cold_share` of
+  `requests`: demographics only, and the owner's `cold_given` earliest
+  ratings (newest first) with the rest of the owner's movies excluded."""
+  rng = np.random.default_rng(config.seed)
+  by_user = {u: g.sort_values(["timestamp", "movie_id"])
+             for u, g in ratings.groupby("user_id")}
+  out = []
+  for r in requests:
+    if rng.random() >= config.cold_share:
+      continue
+    seen = set(r.history)
+    out.append((r.user_id, Request("", (), (), r.demographics, seen,
+                                   r.timestamp)))
+    first = by_user[r.user_id].iloc[:config.cold_given]
+    history = list(first.movie_id.astype(str))[::-1]
+    out.append((r.user_id, Request(
+        "", history, list(first.user_rating.astype(float))[::-1],
+        r.demographics, seen - set(history), int(first.timestamp.max()))))
+  return out
 
 
 def fit_sources_for_lists(data: pipeline.Data, config: CascadeConfig
@@ -523,9 +570,16 @@ def train_ranker(data: pipeline.Data, retrieval_export: str, run_dir: str,
     two_tower = TwoTower(retrieval_export, fitted.ease.movie_ids)
     sources = CandidateSources(fitted, two_tower, cascade_config)
     lists = training_lists(sources, data, log=log)
+  ratings = None
+  if config.rating_lists:
+    keep = ({i.name for i in ranking_train.ranking_inputs(config)}
+            | {features.LABEL})
+    ratings = ranking_train.rating_lists(
+        {k: v for k, v in ranking_train.to_numpy(data.train).items()
+         if k in keep})
   with runs.Timer() as fit_timer:
     model, validation = ranking_train.fit_lists(
-        config, lists, list_context(data), run, log)
+        config, lists, list_context(data), run, log, ratings=ratings)
   log(f"[ranking] validation (best epoch {validation['best_epoch']}): "
       f"NDCG@10 {validation.get('ndcg_at_10', float('nan')):.4f}")
   path = ranking_train.export_lists_model(model, list_context(data), run,

@@ -1,11 +1,5 @@
-"""End-to-end evaluation of the two stages and a load test of the service.
+"""A load test of the service (offline two-stage quality: `cascade_eval`).
 
-* `evaluate_two_stage`: for users with at least one test movie rated >= 4,
-  NDCG@k and recall@k of (a) the retrieval order alone and (b) retrieval
-  then ranking. Both drop the user's train movies from the retrieved
-  candidates first; relevant = the user's test movies rated >= 4; binary
-  gains, recall = hits / |relevant| (as `metrics.ranking_metrics`). The
-  candidates are at most the K the retrieval model was exported with.
 * `load_test`: concurrent `GET /recommend` against a running server.
 * `run_load_test_subprocess`: starts `tfrs-pipeline serve` on a free
   loopback port, waits for `/health`, runs `load_test` in a second process
@@ -18,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import socket
 import subprocess
@@ -30,80 +23,6 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
-
-RELEVANT_RATING = 4.0
-
-
-def _dcg(hits: Sequence[bool]) -> float:
-  return sum(1.0 / math.log2(r + 2) for r, h in enumerate(hits) if h)
-
-
-def _ndcg_recall(ranked: Sequence[str], relevant: set, k: int):
-  hits = [m in relevant for m in ranked[:k]]
-  ideal = _dcg([True] * min(k, len(relevant)))
-  return _dcg(hits) / ideal, sum(hits) / len(relevant)
-
-
-def evaluate_two_stage(retrieval_dir: str, ranking_dir: str, data,
-                       num_candidates: int = 200, k: int = 10,
-                       max_users: Optional[int] = None,
-                       batch_users: int = 256, log=print) -> Dict:
-  """Two-stage offline metrics on `data` (a `pipeline.Data`).
-
-  Returns flat keys: `retrieval_ndcg_at_{k}`, `retrieval_recall_at_{k}`,
-  `two_stage_ndcg_at_{k}`, `two_stage_recall_at_{k}`,
-  `candidate_recall` (relevant movies among the candidates: the ceiling
-  of both), `num_users`, `num_candidates` (used), `exported_k`,
-  `seconds`. `max_users` evaluates the first N eligible users by id.
-  """
-  from tfrs_pipeline import recommend  # pylint: disable=g-import-not-at-top
-  start = time.time()
-  catalog = recommend.Catalog.from_data(data, history="train")
-  rec = recommend.Recommender(retrieval_dir, ranking_dir, catalog,
-                              num_candidates=num_candidates)
-  test = recommend._to_numpy(data.test, ("user_id", "movie_id",  # pylint: disable=protected-access
-                                         "user_rating"))
-  relevant: Dict[str, set] = {}
-  for u, m, r in zip(test["user_id"], test["movie_id"], test["user_rating"]):
-    if r >= RELEVANT_RATING:
-      relevant.setdefault(u, set()).add(m)
-  users = sorted(relevant, key=lambda u: (len(u), u))
-  if max_users:
-    users = users[:max_users]
-  sums = np.zeros(5)
-  for s in range(0, len(users), batch_users):
-    chunk = users[s:s + batch_users]
-    ids, scores = rec.retrieve(chunk)
-    pair_users, pair_movies, spans = [], [], []
-    for i, u in enumerate(chunk):
-      cand, _ = rec.candidates(ids[i], scores[i], catalog.history(u))
-      spans.append((len(pair_movies), cand))
-      pair_users += [u] * len(cand)
-      pair_movies += cand
-    ranked = rec.rank(pair_users, pair_movies)
-    score = ranked["score"] if "score" in ranked else ranked["rating"]
-    for u, (offset, cand) in zip(chunk, spans):
-      rel = relevant[u]
-      s_ = score[offset:offset + len(cand)]
-      order = sorted(range(len(cand)), key=lambda j: (-s_[j], j))
-      reranked = [cand[j] for j in order]
-      sums += (*_ndcg_recall(cand, rel, k), *_ndcg_recall(reranked, rel, k),
-               len(rel & set(cand)) / len(rel))
-    log(f"[e2e] {min(s + batch_users, len(users))}/{len(users)} users")
-  n = max(len(users), 1)
-  m = sums / n
-  return {
-      f"retrieval_ndcg_at_{k}": float(m[0]),
-      f"retrieval_recall_at_{k}": float(m[1]),
-      f"two_stage_ndcg_at_{k}": float(m[2]),
-      f"two_stage_recall_at_{k}": float(m[3]),
-      "candidate_recall": float(m[4]),
-      "num_users": len(users),
-      "num_candidates": min(num_candidates, rec.exported_k),
-      "exported_k": rec.exported_k,
-      "seconds": round(time.time() - start, 2),
-  }
-
 
 # --------------------------------------------------------------------------
 # Load test.

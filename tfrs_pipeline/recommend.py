@@ -1,15 +1,17 @@
-"""Two-stage recommendations from the exported SavedModels.
+"""Two-stage recommendations from the exports of `make train`.
 
-`Recommender` chains the stages of a retrieval run and a ranking run:
+`Recommender` serves the path the bench measures (`tfrs_pipeline.cascade`):
 
-1. retrieval `serving_default` (ScaNN inside the model) returns the top K
-   movies for a user id; `serve_features` does the same for a new user
-   from demographics. K is fixed at export (~100): when `num_candidates`
-   asks for more, the K candidates the model returns are used as they are.
-2. movies the user already rated (`history`) are dropped; movies missing
-   from the movie table (ScaNN padding) too.
-3. the ranking `serving_default` / `serve_features` scores the rest in one
-   batch; rows are ordered by the ranking `score` (ties: retrieval score).
+1. a request (a known user's ratings and demographics, a new user's
+   ratings and/or demographics) goes to every candidate source: the
+   two-tower model (ScaNN), EASE, EASE over liked movies, segment
+   popularity; the movies the user rated (`--history all`: anywhere in
+   the data, the default; `train`: the train split) are never returned;
+2. the merged candidates (per source: score and rank) are ranked in one
+   call of the ranking export's `rank_lists`;
+3. rows carry the movie, the predicted rating, the score, the sources
+   that retrieved it and, for the item-to-item sources, the rated movie
+   that brought it (`because`).
 
 `SimilarMovies` ranks movies by cosine (or dot) similarity of the candidate
 embeddings in `candidates.npz`.
@@ -17,6 +19,7 @@ embeddings in `candidates.npz`.
     tfrs-pipeline recommend --user_id=42 --k=10 [--runs=runs] [--json]
     tfrs-pipeline recommend --age=30 --gender=F --occupation=writer \
         --zip=94110
+    tfrs-pipeline recommend --ratings=2571:5,1:4,260 [--age ...]
     tfrs-pipeline similar --movie_id=1 --k=10
 """
 
@@ -38,9 +41,9 @@ import scann  # noqa: F401  (registers the ScaNN ops before loading)
 import tensorflow as tf
 
 from data import raw
-from tfrs_pipeline import dataset, features, pipeline
+from tfrs_pipeline import cascade, dataset, export, features, pipeline
 
-DEFAULT_CANDIDATES = 200
+DEFAULT_CANDIDATES = 0  # 0: the trained list size (`CascadeConfig`)
 MAX_K = 100
 GENDERS = ("M", "F")
 HISTORY_CHOICES = ("train", "all")
@@ -238,6 +241,16 @@ class Catalog:
     s, e = self._span.get(user_id, (0, 0))
     return list(self._sorted["movie_id"][s:e])
 
+  def history_ratings(self, user_id: str) -> List[float]:
+    """The ratings of `history(user_id)`, aligned."""
+    s, e = self._span.get(user_id, (0, 0))
+    return [float(r) for r in self._sorted["user_rating"][s:e]]
+
+  def latest_timestamp(self, user_id: str) -> int:
+    """Time of the user's latest rating (0: none)."""
+    s, e = self._span.get(user_id, (0, 0))
+    return int(self._sorted["timestamp"][s]) if e > s else 0
+
   def recent_ratings(self, user_id: str, limit: int = 20) -> List[dict]:
     s, e = self._span.get(user_id, (0, 0))
     out = []
@@ -357,31 +370,11 @@ def movie_row(catalog: Catalog, movie_id: str) -> dict:
 
 
 # --------------------------------------------------------------------------
-# Signatures.
+# The two-stage recommender.
 
-
-def _signature_inputs(fn) -> Dict[str, tf.TensorSpec]:
-  return dict(fn.structured_input_signature[1])
-
-
-def call_signature(fn, values: Mapping[str, Sequence], size: int
-                   ) -> Dict[str, np.ndarray]:
-  """Calls a signature with `values` (lists of length `size`); inputs it
-  takes that are not given get their `features.INPUTS` default."""
-  args = {}
-  for name, spec in _signature_inputs(fn).items():
-    if name in values:
-      v = values[name]
-    elif name in features.INPUT_BY_NAME:
-      v = [features.INPUT_BY_NAME[name].default] * size
-    elif name == "user_history":
-      v = [""] * size
-    else:
-      raise ValueError(f"signature input {name!r} has no value")
-    args[name] = tf.constant(np.asarray(v).astype(
-        str if spec.dtype == tf.string else spec.dtype.as_numpy_dtype),
-        dtype=spec.dtype)
-  return {k: v.numpy() for k, v in fn(**args).items()}
+SOURCE_LABELS = {"two_tower": "two-tower", "ease": "similar to your movies",
+                 "ease_liked": "similar to movies you liked",
+                 "popularity": "popular"}
 
 
 def _decode(a: np.ndarray) -> np.ndarray:
@@ -390,213 +383,189 @@ def _decode(a: np.ndarray) -> np.ndarray:
 
 
 class Recommender:
-  """Retrieval -> drop already rated -> ranking, from two SavedModels.
+  """Candidate sources -> merged candidates -> ranker, from the exports
+  of a `make train` (`tfrs_pipeline.cascade`: the path the bench
+  measures).
 
   Args:
-    retrieval_dir: RUN/export/retrieval (signatures `serving_default`,
-      `serve_features`).
-    ranking_dir: RUN/export/ranking (same signature names).
-    catalog: movie table, user table and rated movies (`Catalog`).
-    num_candidates: candidates to rank (capped by the exported K).
-    candidates_path: RUN/export/candidates.npz for `similar` (optional).
+    sources_dir: RUNS/sources/export/sources (EASE, EASE-liked,
+      popularity and `cascade.json`: candidates per source, list size).
+    retrieval_export: RUNS/retrieval/export (the two-tower SavedModel and
+      `candidates.npz`).
+    ranking_dir: RUNS/ranking/export/ranking (`rank_lists`).
+    catalog: movie table, user table and the ratings that count as
+      already rated (also the history of a known user).
+    num_candidates: merged candidates ranked per request (default: the
+      trained `list_size`).
   """
 
-  def __init__(self, retrieval_dir: str, ranking_dir: str, catalog: Catalog,
-               num_candidates: int = DEFAULT_CANDIDATES,
-               candidates_path: Optional[str] = None):
+  def __init__(self, sources_dir: str, retrieval_export: str,
+               ranking_dir: str, catalog: Catalog,
+               num_candidates: Optional[int] = None):
     self.catalog = catalog
-    self.num_candidates = num_candidates
-    self.retrieval_dir, self.ranking_dir = retrieval_dir, ranking_dir
-    self._retrieval = tf.saved_model.load(retrieval_dir)
-    self._ranking = tf.saved_model.load(ranking_dir)
-    self._r_sigs = self._retrieval.signatures
-    self._k_sigs = self._ranking.signatures
-    for name, sigs, d in (("retrieval", self._r_sigs, retrieval_dir),
-                          ("ranking", self._k_sigs, ranking_dir)):
-      if "serving_default" not in sigs:
-        raise ValueError(f"{name} model {d} has no serving_default")
+    self.dirs = {"sources": sources_dir, "retrieval": retrieval_export,
+                 "ranking": ranking_dir}
+    config = cascade.read_config(sources_dir)
+    if num_candidates:
+      config = dataclasses.replace(config, list_size=int(num_candidates))
+    self.config = config
+    fitted = cascade.FittedSources.load(sources_dir)
+    self.two_tower = cascade.TwoTower(retrieval_export,
+                                      fitted.ease.movie_ids)
+    self.sources = cascade.CandidateSources(fitted, self.two_tower, config)
+    self.ranker = cascade.Ranker(ranking_dir)
     self.similar_movies = None
-    if candidates_path and os.path.exists(candidates_path):
-      self.similar_movies = SimilarMovies(candidates_path, catalog)
-    probe = call_signature(self._r_sigs["serving_default"],
-                           {"user_id": [""]}, 1)
+    path = os.path.join(retrieval_export, "candidates.npz")
+    if os.path.exists(path):
+      self.similar_movies = SimilarMovies(path, catalog)
+    probe = export.call_signature(self.two_tower.fn, {"user_id": [""]}, 1)
     self.exported_k = int(probe["movie_ids"].shape[1])
 
   @classmethod
   def from_runs(cls, runs_dir: str, catalog: Catalog, **kwargs
                 ) -> "Recommender":
-    """From `runs_dir/retrieval` and `runs_dir/ranking` run directories."""
-    r = os.path.join(runs_dir, "retrieval", "export")
-    k = os.path.join(runs_dir, "ranking", "export", "ranking")
-    for d in (os.path.join(r, "retrieval"), k):
-      if not os.path.exists(os.path.join(d, "saved_model.pb")):
-        raise FileNotFoundError(
-            f"no SavedModel in {d}: train first (make train-retrieval "
-            "train-ranking)")
-    return cls(os.path.join(r, "retrieval"), k, catalog,
-               candidates_path=os.path.join(r, "candidates.npz"), **kwargs)
+    """From RUNS/{sources,retrieval,ranking} (`make train`)."""
+    dirs = (os.path.join(runs_dir, "sources", "export", "sources"),
+            os.path.join(runs_dir, "retrieval", "export"),
+            os.path.join(runs_dir, "ranking", "export", "ranking"))
+    checks = ((dirs[0], "ease.npz"), (dirs[1], "candidates.npz"),
+              (dirs[2], "saved_model.pb"))
+    for d, name in checks:
+      if not os.path.exists(os.path.join(d, name)):
+        raise FileNotFoundError(f"no {os.path.join(d, name)}: train first "
+                                "(make train)")
+    return cls(*dirs, catalog, **kwargs)
 
   def info(self) -> dict:
-    return {"retrieval_dir": self.retrieval_dir,
-            "ranking_dir": self.ranking_dir,
-            "retrieval_signatures": sorted(self._r_sigs.keys()),
-            "ranking_signatures": sorted(self._k_sigs.keys()),
+    return {**{f"{k}_dir": v for k, v in self.dirs.items()},
+            "ranking_signatures": sorted(self.ranker.model.signatures),
+            "retrieval_signatures": sorted(
+                self.two_tower.model.signatures),
             "exported_k": self.exported_k,
-            "num_candidates": min(self.num_candidates, self.exported_k),
+            "candidates_per_source": self.config.counts(),
+            "num_candidates": self.config.list_size,
             "movies": len(self.catalog.movie_row),
             "users": len(self.catalog.user_row)}
 
-  # Stage 1.
   def retrieve(self, user_ids: Sequence[str]):
-    """Known-user retrieval: (movie_ids [B, K] str, scores [B, K])."""
-    out = call_signature(self._r_sigs["serving_default"],
-                         {"user_id": list(user_ids)}, len(user_ids))
+    """Two-tower retrieval alone for known ids: (movie_ids [B, K],
+    scores [B, K])."""
+    fn = self.two_tower.model.signatures["serving_default"]
+    out = export.call_signature(fn, {"user_id": list(user_ids)},
+                                len(user_ids))
     return _decode(out["movie_ids"]), out["scores"]
 
-  def retrieve_features(self, inputs: Mapping[str, Sequence], size: int):
-    """Retrieval from explicit query inputs (`serve_features`)."""
-    out = call_signature(self._r_sigs["serve_features"], inputs, size)
-    return _decode(out["movie_ids"]), out["scores"]
+  # The one path: a request -> rows.
+  def recommend_request(self, request: cascade.Request, k: int
+                        ) -> List[dict]:
+    """Top-k rows of one `cascade.Request` (the bench's path)."""
+    _check_k(k)
+    cand, = self.sources.candidates([request])
+    out, = self.ranker([request], [cand])
+    order = np.argsort(-out["score"], kind="stable")[:k]
+    rows = []
+    for rank, j in enumerate(order, 1):
+      m = str(cand.movie_ids[j])
+      row = {"rank": rank, **movie_row(self.catalog, m)}
+      row["predicted_rating"] = float(out["rating"][j])
+      row["score"] = float(out["score"][j])
+      row["retrieval_score"] = float(cand.inputs["two_tower_score"][j])
+      row["sources"] = list(cand.sources[j])
+      because = cand.because[j]
+      row["because"] = (None if because is None else {
+          "movie_id": because,
+          "title": movie_row(self.catalog, because)["title"]})
+      row["why"] = _why(row, request)
+      rows.append(row)
+    return rows
 
-  # Stage 3.
-  def rank(self, user_ids: Sequence[str], movie_ids: Sequence[str],
-           batch_size: int = 8192) -> Dict[str, np.ndarray]:
-    """Ranking outputs for (user, movie) pairs via `serving_default`."""
-    parts = []
-    for s in range(0, len(movie_ids), batch_size):
-      n = len(movie_ids[s:s + batch_size])
-      parts.append(call_signature(
-          self._k_sigs["serving_default"],
-          {"user_id": list(user_ids[s:s + batch_size]),
-           "movie_id": list(movie_ids[s:s + batch_size])}, n))
-    if not parts:
-      return {"rating": np.zeros([0], np.float32),
-              "score": np.zeros([0], np.float32)}
-    return {k: np.concatenate([p[k].reshape(len(p[k]), -1)[:, 0]
-                               for p in parts]) for k in parts[0]}
-
-  def rank_features(self, user_inputs: Mapping[str, str],
-                    movie_ids: Sequence[str]) -> Dict[str, np.ndarray]:
-    """Ranking outputs for one new user via `serve_features`."""
-    n = len(movie_ids)
-    rows = [self.catalog.movie_row[m] for m in movie_ids]
-    values = {k: [v] * n for k, v in user_inputs.items()}
-    for i in features.entity_inputs(features.MOVIE):
-      if i.name in self.catalog.movies:
-        values[i.name] = self.catalog.movies[i.name][rows]
-    values["movie_id"] = list(movie_ids)
-    out = call_signature(self._k_sigs["serve_features"], values, n)
-    return {k: v.reshape(n, -1)[:, 0] for k, v in out.items()}
-
-  def candidates(self, movie_ids: np.ndarray, scores: np.ndarray,
-                 seen: Iterable[str], num_candidates: Optional[int] = None):
-    """Drops seen and unknown (padding) ids: (ids, retrieval scores)."""
-    seen = set(seen)
-    n = num_candidates or self.num_candidates
-    keep = [(m, float(s)) for m, s in zip(movie_ids[:n], scores[:n])
-            if m not in seen and m in self.catalog.movie_row]
-    ids = [m for m, _ in keep]
-    return ids, np.array([s for _, s in keep], np.float32)
-
-  def _rows(self, ids, retrieval_scores, ranked, k) -> List[dict]:
-    score = ranked["score"] if "score" in ranked else ranked["rating"]
-    order = sorted(range(len(ids)),
-                   key=lambda i: (-score[i], -retrieval_scores[i]))[:k]
-    out = []
-    for rank, i in enumerate(order, 1):
-      row = {"rank": rank, **movie_row(self.catalog, ids[i])}
-      row["predicted_rating"] = float(ranked.get("rating", score)[i])
-      row["score"] = float(score[i])
-      row["retrieval_score"] = float(retrieval_scores[i])
-      out.append(row)
-    return out
+  def known_request(self, user_id: str) -> cascade.Request:
+    """A known user's request: the catalog's ratings of the user (newest
+    first) as history and exclusion, demographics from the users
+    table."""
+    user_id = str(user_id).strip()
+    if user_id not in self.catalog.user_row:
+      raise UnknownUserError(f"unknown user id {user_id!r}")
+    history = self.catalog.history(user_id)
+    ratings = self.catalog.history_ratings(user_id)
+    user = self.catalog.user(user_id) or {}
+    demo = {n: str(user[n]) for n in cascade.DEMOGRAPHICS if n in user}
+    ts = self.catalog.latest_timestamp(user_id)
+    return cascade.Request(user_id, history, ratings, demo, (), ts)
 
   def recommend(self, user_id: str, k: int = 10,
                 num_candidates: Optional[int] = None) -> List[dict]:
     """Top-k rows for a known user (`UnknownUserError` otherwise)."""
-    user_id = str(user_id).strip()
+    del num_candidates  # the list size is the trained one
     _check_k(k)
-    if user_id not in self.catalog.user_row:
-      raise UnknownUserError(f"unknown user id {user_id!r}")
-    ids, scores = self.retrieve([user_id])
-    ids, scores = self.candidates(ids[0], scores[0],
-                                  self.catalog.history(user_id),
-                                  num_candidates)
-    ranked = self.rank([user_id] * len(ids), ids)
-    return self._rows(ids, scores, ranked, k)
+    return self.recommend_request(self.known_request(user_id), k)
 
   def recommend_new_user(self, age, gender, occupation, zip_code,
                          k: int = 10, num_candidates: Optional[int] = None,
                          timestamp: Optional[int] = None) -> List[dict]:
     """Cold start from demographics (see `demographic_inputs`)."""
+    del num_candidates
     _check_k(k)
     user = demographic_inputs(age, gender, occupation, zip_code)
-    user.update(user_id="", timestamp=int(timestamp or self.now()))
-    ids, scores = self.retrieve_features({k_: [v] for k_, v in user.items()},
-                                         1)
-    ids, scores = self.candidates(ids[0], scores[0], (), num_candidates)
-    ranked = self.rank_features(user, ids)
-    return self._rows(ids, scores, ranked, k)
+    return self.recommend_request(cascade.Request(
+        demographics=user, timestamp=int(timestamp or 0)), k)
 
-  def recommend_for_ratings(self, ratings: Sequence[Tuple[str, Optional[float]]],
+  def recommend_for_ratings(self, ratings: Sequence[Tuple[str,
+                                                          Optional[float]]],
                             demographics: Optional[Mapping[str, str]] = None,
                             k: int = 10) -> List[dict]:
     """Top-k rows for a new user who brings ratings (and maybe
     demographics). `ratings`: `validate_ratings` output (first = most
-    recent); `demographics`: None or `demographic_inputs` output (None:
-    each input's default). The rated movies are never returned. Rows are
-    `recommend`'s plus `sources` (names of the candidate sources that
-    retrieved the movie) and `because` (None, or {movie_id, title} of the
-    rated movie that brought it).
-
-    PROVISIONAL: two-tower retrieval from `serve_features` with the rated
-    movies as `user_history`, then `rank_features`."""
+    recent); `demographics`: None or `demographic_inputs` output. The
+    rated movies are never returned; every stage reads the ratings (the
+    two-tower history, the item-to-item sources, the ranker's rated
+    movies)."""
     _check_k(k)
     if not ratings and demographics is None:
       raise InvalidRequestError(
           "a new user needs ratings or demographics (age, gender, "
           "occupation and zip)")
-    names = ("bucketized_user_age", "user_gender", "user_occupation_label",
-             "user_zip_code")
-    user = {n: features.INPUT_BY_NAME[n].default for n in names}
-    user.update(demographics or {})
-    rated = [m for m, _ in ratings]
-    user.update(user_id="", timestamp=int(self.now()),
-                user_history="|".join(rated))
-    ids, scores = self.retrieve_features({n: [v] for n, v in user.items()},
-                                         1)
-    ids, scores = self.candidates(ids[0], scores[0], rated)
-    rows = self._rows(ids, scores, self.rank_features(user, ids), k)
-    for row in rows:
-      row.update(sources=["two_tower"], because=None)
-    return rows
+    return self.recommend_request(cascade.Request(
+        history=[m for m, _ in ratings], ratings=[r for _, r in ratings],
+        demographics=dict(demographics or {})), k)
 
   def warm_up(self) -> float:
-    """One known-user and one new-user request through both models, so
-    the first real requests do not pay for TensorFlow's one-time graph
+    """One known-user, one new-user and one ratings request, so the
+    first real requests do not pay for TensorFlow's one-time graph
     optimization (seconds). Returns the seconds it took."""
     start = time.perf_counter()
     if self.catalog.user_row:
       self.recommend(next(iter(self.catalog.user_row)))
     self.recommend_new_user(30, "F", occupations()[0], "00000")
+    if self.catalog.movie_row:
+      self.recommend_for_ratings([(next(iter(self.catalog.movie_row)), 5.0)])
     return time.perf_counter() - start
-
-  def now(self) -> int:
-    """Time context of a new user: the retrieval model's
-    `default_timestamp` (the latest train rating, what known users get),
-    else the latest rating in the catalog, else the wall clock."""
-    ts = getattr(self._retrieval, "default_timestamp", None)
-    if ts is not None:
-      return int(ts.numpy())
-    if len(self.catalog.ratings["timestamp"]):
-      return int(self.catalog.ratings["timestamp"].max())
-    return int(time.time())
 
   def similar(self, movie_id: str, k: int = 10) -> List[dict]:
     if self.similar_movies is None:
       raise InvalidRequestError("no candidates.npz next to the retrieval "
                                 "export: similar movies unavailable")
     return self.similar_movies.similar(movie_id, k)
+
+
+def _why(row: dict, request: cascade.Request) -> str:
+  """A short reason: the liked movie that brought it, else its sources."""
+  if row["because"]:
+    return f"because you liked {row['because']['title']}"
+  names = []
+  for s in row["sources"]:
+    label = SOURCE_LABELS.get(s, s)
+    if s == "popularity" and request.demographics.get("user_gender"):
+      d = request.demographics
+      label = (f"popular with {d['user_gender']} "
+               f"{_AGE_LABELS.get(d.get('bucketized_user_age', ''), '')}"
+               ).strip()
+    names.append(label)
+  return ", ".join(names)
+
+
+_AGE_LABELS = {"1": "under 18", "18": "18-24", "25": "25-34", "35": "35-44",
+               "45": "45-49", "50": "50-55", "56": "56+"}
 
 
 def _check_k(k) -> None:
@@ -670,13 +639,14 @@ def _define_flags():
       getattr(flags, f"DEFINE_{kind}")(name, default, *args, doc)
 
   define("string", "runs", "runs",
-         "Directory with the retrieval/ and ranking/ run directories.")
+         "Directory with the retrieval/, sources/ and ranking/ runs (make "
+         "train).")
   define("integer", "k", 10, f"How many movies (1..{MAX_K}).")
   define("bool", "json", False, "Print a JSON list instead of a table.")
   define("string", "user_id", None, "MovieLens user id.")
   define("integer", "num_candidates", DEFAULT_CANDIDATES,
-         "Retrieval candidates to rank (at most the K the retrieval model "
-         "was exported with).")
+         "Merged candidates to rank per request (0: the list size the "
+         "ranker was trained with).")
   define("integer", "age", None, "New user: age in years (bucketized).")
   define("string", "gender", None, "New user: M or F.")
   define("string", "occupation", None,

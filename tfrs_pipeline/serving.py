@@ -289,7 +289,7 @@ def create_app(load: Callable[[State], object],
 
 
 def runs_loader(runs_dir: str, data_config, history: str = "all",
-                num_candidates: int = 200) -> Callable[[State], object]:
+                num_candidates: int = 0) -> Callable[[State], object]:
   """A `create_app` loader: tables from the dataset, models from runs."""
   def load(state: State):
     from tfrs_pipeline import recommend  # pylint: disable=g-import-not-at-top
