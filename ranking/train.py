@@ -558,7 +558,7 @@ def fit_lists(config: RankingConfig, lists: Lists, context: ListContext,
       f"{lists.candidates['movie_id'].shape[1]} candidates each")
   steps = optim.steps_per_epoch(train.size, config.lists_per_batch)
   train_ds = list_dataset(train, config.lists_per_batch,
-                          model.inputs_layer.encoder, config.seed)
+                          model.inputs_layer.encoder, config.seed).repeat()
   if ratings is not None:
     rating_steps = optim.steps_per_epoch(ratings.size, config.batch_size)
     rating_ds = list_dataset(ratings, config.batch_size,
@@ -566,7 +566,7 @@ def fit_lists(config: RankingConfig, lists: Lists, context: ListContext,
     log(f"[ranking] + {ratings.size} ratings as one-candidate lists "
         f"({rating_steps} batches per epoch)")
     train_ds = tf.data.Dataset.sample_from_datasets(
-        [train_ds.repeat(), rating_ds.repeat()],
+        [train_ds, rating_ds.repeat()],
         weights=[float(steps), float(rating_steps)], seed=config.seed)
     steps += rating_steps
   model.compile(optimizer=optim.adam(

@@ -187,3 +187,35 @@ def test_served_cascade_end_to_end(small_runs, fake_data):  # pylint: disable=re
       np.isin(np.arange(len(src.catalogue)), exclude[0]), -np.inf,
       scores["two_tower"][0])))
   assert tops["two_tower"][0][0] == best
+
+
+def test_list_ranker_trains_every_epoch_and_exports(fake_data, fitted,
+                                                    tmp_path):
+  from ranking import train as ranking_train  # pylint: disable=g-import-not-at-top
+  from ranking.model import RankingConfig  # pylint: disable=g-import-not-at-top
+  from tfrs_pipeline import runs  # pylint: disable=g-import-not-at-top
+  config = cascade.CascadeConfig(ease=20, ease_liked=10, popularity=10,
+                                 list_size=30)
+  src = cascade.CandidateSources(fitted, None, config)
+  lists = cascade.training_lists(src, fake_data, log=_quiet)
+  rc = RankingConfig(epochs=3, patience=10, lists_per_batch=8,
+                     max_train_seconds=0, expert_layers=(8,),
+                     tower_layers=(8,))
+  model, val = ranking_train.fit_lists(rc, lists, cascade.list_context(
+      fake_data), runs.RunDir(str(tmp_path / "r")), log=_quiet)
+  losses = model.history.history["loss"]
+  assert len(losses) == 3 and val["epochs"] == 3
+  steps = -(-int(lists.size * 0.9) // 8)
+  assert int(model.optimizer.iterations.numpy()) >= 3 * (steps - 1)
+  assert losses[-1] < losses[0]
+  # The export's rank_lists equals the model on the same lists.
+  path = ranking_train.export_lists_model(
+      model, cascade.list_context(fake_data),
+      runs.RunDir(str(tmp_path / "r")), log=_quiet)
+  ranker = cascade.Ranker(path)
+  requests = cascade.user_requests(fake_data.train_ratings,
+                                   fake_data.table("fit_users"), ["1", "2"])
+  cands = src.candidates(requests)
+  got = ranker(requests, cands)
+  assert [len(g["score"]) for g in got] == [len(c.movie_ids) for c in cands]
+  assert all(np.all(np.isfinite(g["score"])) for g in got)

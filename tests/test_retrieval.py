@@ -99,10 +99,18 @@ def test_user_history_excludes_target_and_test(data):
     assert movie not in history
     assert all((user, m) in train_pairs for m in history if m)
     assert len(history) <= data.history_length
+  # Retrieval trains on the fit part's histories; the served users table
+  # holds every train movie (the ranker's label ratings too), never a
+  # test one.
+  fit_users = data.table("fit_users")
+  for user, history in zip(fit_users["user_id"], fit_users["user_history"]):
+    assert all((user, m) in train_pairs for m in history.split("|") if m)
+  seen_pairs = set(zip(data.seen_ratings.user_id, data.seen_ratings.movie_id))
+  assert len(seen_pairs) > len(train_pairs)
   users = data.table("users")
   assert "user_history" in users
   for user, history in zip(users["user_id"], users["user_history"]):
-    assert all((user, m) in train_pairs for m in history.split("|") if m)
+    assert all((user, m) in seen_pairs for m in history.split("|") if m)
   # The user_history feature shares the movie_id vocabulary.
   vocab = data.vocabularies.vocab
   assert vocab["user_history"] == vocab["movie_id"]
@@ -217,7 +225,7 @@ def test_user_examples_list_each_users_train_movies(data):
   vocab = ["", "[UNK]"] + data.vocabularies.vocab["user_history"]
   rated = data.train_ratings.groupby("user_id").movie_id.apply(set)
   seen = set()
-  for x in model.user_examples(data.users):
+  for x in model.user_examples(data.fit_users):
     user = x["user_id"].numpy().decode()
     ids = x["user_history_ids"].numpy()
     positions = x["history_positions"].numpy()
@@ -236,7 +244,7 @@ def test_user_examples_list_each_users_train_movies(data):
 def test_user_loss_is_the_softmax_of_held_out_movies_given_the_rest(data):
   config = train.RetrievalConfig(**USERS, members=1, dropout=0.0)
   model = _model(data, config)
-  batch = next(iter(model.user_examples(data.users).batch(6)))
+  batch = next(iter(model.user_examples(data.fit_users).batch(6)))
   ids, positions = batch["user_history_ids"], batch["history_positions"]
   tf.random.set_seed(3)
   held_out = (tf.random.uniform(tf.shape(ids.flat_values))

@@ -142,7 +142,7 @@ def ranking_section(ctx: Context) -> Callable[[], Dict]:
     rating_data = dataclasses.replace(ctx.data_config, label_share=0.0)
     for name in ("dcn", "mmoe"):
       config = ktrain.RankingConfig(model=name, examples="ratings",
-                                    score="engage_x_rating")
+                                    score="engage_x_rating", epochs=6)
       m = ktrain.train_and_evaluate(config, rating_data,
                                     ctx.fresh_run_dir(f"ranking_{name}"))
       out["models"][name] = {"config": dataclasses.asdict(config), **{
