@@ -83,7 +83,8 @@ def _print_help(key, module) -> None:
   doc = (module.__doc__ or "").strip()
   if doc:
     print(doc + "\n")
-  for name in (module.__name__, "tfrs_pipeline.flags"):
+  for name in (module.__name__, *getattr(module, "HELP_MODULES", ()),
+               "tfrs_pipeline.flags"):
     text = flags.FLAGS.module_help(name)
     if text:
       print(text + "\n")

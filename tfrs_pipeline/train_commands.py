@@ -30,6 +30,7 @@ from tfrs_pipeline import cascade, cli, pipeline
 from tfrs_pipeline import flags as common
 
 FLAGS = flags.FLAGS
+HELP_MODULES = ("ranking.train",)  # where the RankingConfig flags live
 
 
 def _define_cascade_flags():
