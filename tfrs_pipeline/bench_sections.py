@@ -222,11 +222,12 @@ def e2e_section(ctx: Context) -> Callable[[], Dict]:
     validation = {name: runs.read_json(os.path.join(d, "metrics.json"))[
         "validation"] for name, d in rankers.items()}
     fitted = cascade.FittedSources.load(
-        os.path.join(root, cascade.SOURCES_EXPORT))
+        os.path.join(root, "sources", cascade.SOURCES_EXPORT))
     sources = cascade.CandidateSources(
         fitted, cascade.TwoTower(os.path.join(root, "retrieval", "export"),
                                  fitted.ease.movie_ids),
-        cascade.read_config(os.path.join(root, cascade.SOURCES_EXPORT)))
+        cascade.read_config(os.path.join(root, "sources",
+                                         cascade.SOURCES_EXPORT)))
     system = cascade_eval.Cascade(sources, {
         name: cascade.Ranker(os.path.join(d, "export", "ranking"))
         for name, d in rankers.items()})
