@@ -219,3 +219,24 @@ def test_list_ranker_trains_every_epoch_and_exports(fake_data, fitted,
   got = ranker(requests, cands)
   assert [len(g["score"]) for g in got] == [len(c.movie_ids) for c in cands]
   assert all(np.all(np.isfinite(g["score"])) for g in got)
+
+
+def test_served_list_is_the_bench_path(small_runs, fake_data):  # pylint: disable=redefined-outer-name
+  """`Recommender.recommend` (CLI, HTTP, page) returns exactly the order
+  the bench's evaluation scores: the sources' merged candidates ranked by
+  the same `rank_lists` call."""
+  from tfrs_pipeline import recommend  # pylint: disable=g-import-not-at-top
+  catalog = recommend.Catalog.from_data(fake_data, history="train")
+  rec = recommend.Recommender.from_runs(small_runs["runs"], catalog)
+  for user in ("1", "7"):
+    request = rec.known_request(user)
+    cand, = rec.sources.candidates([request])
+    out, = rec.ranker([request], [cand])
+    order = np.argsort(-out["score"], kind="stable")
+    want = [str(m) for m in cand.movie_ids[order][:10]]
+    got = [r["movie_id"] for r in rec.recommend(user, k=10)]
+    assert got == want
+    # The request carries the user's train ratings as history, and none
+    # of them comes back.
+    assert set(request.history) == set(catalog.history(user))
+    assert not set(got) & set(request.history)
