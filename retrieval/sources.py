@@ -246,7 +246,9 @@ class ItemToItem:
     j = self.neighbour_index[items].ravel()
     w = self.neighbour_weight[items].ravel()
     source = np.repeat(np.arange(len(items)), self.neighbour_index.shape[1])
-    keep = w > 0
+    wanted = np.zeros(n, bool)  # only the candidates' neighbours: fewer
+    wanted[candidates[candidates >= 0]] = True  # entries to sort
+    keep = (w > 0) & wanted[j]
     j, w, source = j[keep], w[keep], source[keep]
     order = np.lexsort((source, -w, j))  # by j, then best weight, then first
     j, source = j[order], source[order]

@@ -271,8 +271,11 @@ class CandidateSources:
                       for row, ok in zip(idx, has[name])]
     return scores, tops, exclude
 
-  def candidates(self, requests: Sequence[Request]) -> List[Candidates]:
-    """The merged candidates of each request (module docstring)."""
+  def candidates(self, requests: Sequence[Request], explain: bool = True
+                 ) -> List[Candidates]:
+    """The merged candidates of each request (module docstring); without
+    `explain`, `because` is left None (see `because`: the recommender
+    explains only the movies it returns)."""
     scores, tops, exclude = self.scores(requests)
     z = {s: sources_lib.standardize(v, exclude) for s, v in scores.items()}
     out = []
@@ -291,14 +294,18 @@ class CandidateSources:
         inputs[f"{s}_rank"] = rank[idx]
         for j in np.flatnonzero(inputs[f"{s}_rank"] > 0):
           retrieved[j].append(s)
-      out.append(Candidates(self.catalogue[idx], inputs, retrieved,
-                            self._because(request, idx, retrieved)))
+      out.append(Candidates(
+          self.catalogue[idx], inputs, retrieved,
+          self.because(request, idx, retrieved) if explain
+          else [None] * len(idx)))
     return out
 
-  def _because(self, request: Request, idx: np.ndarray,
-               retrieved: List[List[str]]) -> List[Optional[str]]:
+  def because(self, request: Request, idx: np.ndarray,
+              retrieved: Sequence[Sequence[str]]) -> List[Optional[str]]:
     """The liked (else rated) history movie that brings each candidate
-    retrieved by an item-to-item source."""
+    (catalogue indices `idx`, with the sources that retrieved it)
+    retrieved by an item-to-item source, else None."""
+    idx = np.asarray(idx, np.int64)
     item = [j for j, s in enumerate(retrieved)
             if "ease_liked" in s or "ease" in s]
     out: List[Optional[str]] = [None] * len(idx)

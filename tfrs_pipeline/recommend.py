@@ -460,21 +460,23 @@ class Recommender:
                         ) -> List[dict]:
     """Top-k rows of one `cascade.Request` (the bench's path)."""
     _check_k(k)
-    cand, = self.sources.candidates([request])
+    cand, = self.sources.candidates([request], explain=False)
     out, = self.ranker([request], [cand])
     order = np.argsort(-out["score"], kind="stable")[:k]
+    because = self.sources.because(  # only the rows returned
+        request, [self.sources.position[m] for m in cand.movie_ids[order]],
+        [cand.sources[j] for j in order])
     rows = []
-    for rank, j in enumerate(order, 1):
+    for rank, (j, brought) in enumerate(zip(order, because), 1):
       m = str(cand.movie_ids[j])
       row = {"rank": rank, **movie_row(self.catalog, m)}
       row["predicted_rating"] = float(out["rating"][j])
       row["score"] = float(out["score"][j])
       row["retrieval_score"] = float(cand.inputs["two_tower_score"][j])
       row["sources"] = list(cand.sources[j])
-      because = cand.because[j]
-      row["because"] = (None if because is None else {
-          "movie_id": because,
-          "title": movie_row(self.catalog, because)["title"]})
+      row["because"] = (None if brought is None else {
+          "movie_id": brought,
+          "title": movie_row(self.catalog, brought)["title"]})
       row["why"] = _why(row, request)
       rows.append(row)
     return rows
