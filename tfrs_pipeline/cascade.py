@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 from typing import Collection, Dict, List, Mapping, Optional, Sequence
 
@@ -537,7 +538,6 @@ def train_sources(data: pipeline.Data, run_dir: str, config: CascadeConfig,
     old = f"{directory}.old-{os.getpid()}"
     os.replace(directory, old)
     os.replace(tmp, directory)
-    import shutil  # pylint: disable=g-import-not-at-top
     shutil.rmtree(old, ignore_errors=True)
   else:
     os.replace(tmp, directory)
