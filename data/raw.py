@@ -29,6 +29,8 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import pandas as pd
 
+from tfrs_pipeline import errors
+
 RAW_DATA_ENV = "TFRS_RAW_DATA"
 UNKNOWN = "<unknown>"  # explicit token for a missing director or star
 ON_BAD_LINE_CHOICES = ("error", "skip")
@@ -53,11 +55,11 @@ _TITLE_YEAR = re.compile(r"\((\d{4})\)\s*$")
 _ROLE_SUFFIX = re.compile(r"\s*\([^)]*\)\s*$")  # "Andrew Stanton(co-director)"
 
 
-class BadInputError(ValueError):
+class BadInputError(errors.InputError):
   """A raw data file has a line that cannot be used."""
 
 
-class MissingDataError(FileNotFoundError):
+class MissingDataError(errors.MissingError):
   """The raw data could not be found."""
 
 

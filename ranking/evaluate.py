@@ -18,14 +18,14 @@ Metrics (all on the test split, never used for tuning):
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import tensorflow as tf
 
-from ranking.model import LIKED_THRESHOLD, MMoE, TASKS, RankingConfig
+from ranking.model import LIKED_THRESHOLD, RATED, MMoE, TASKS, RankingConfig
 from tfrs_pipeline import features, metrics
 
 
@@ -61,8 +61,11 @@ def predict(model: tf.keras.Model, columns: Mapping[str, np.ndarray],
 
 
 def evaluate(model: tf.keras.Model, config: RankingConfig, prepared,
-             log=print) -> Dict[str, Any]:
-  """Test metrics of a trained model (see the module docstring)."""
+             engagement: Optional[Mapping[str, np.ndarray]], log=print
+             ) -> Dict[str, Any]:
+  """Test metrics of a trained model (see the module docstring);
+  `engagement`: the test ratings with sampled unrated movies (column
+  `RATED` 1 / 0), for the MMoE's engagement head."""
   test = prepared.test
   labels = test[features.LABEL].astype(np.float64)
   out = predict(model, test, with_gates=True)
@@ -86,12 +89,8 @@ def evaluate(model: tf.keras.Model, config: RankingConfig, prepared,
       gate_utilization={t: out[f"gate_{t}"].mean(axis=0).tolist()
                         for t in TASKS})
   # Engagement: test ratings vs unrated movies (neither train nor test).
-  from ranking import train  # pylint: disable=g-import-not-at-top
-  both = train.concat(prepared.train, prepared.validation)
-  eng = train.with_negatives(test, prepared, config, config.seed + 2,
-                             exclude=train.concat(both, test))
-  eng_out = predict(model, eng, with_bias_tower=True)
-  rated = eng[train.RATED] > 0
+  eng_out = predict(model, engagement, with_bias_tower=True)
+  rated = engagement[RATED] > 0
   with_bias = 1.0 / (1.0 + np.exp(-eng_out["engagement_train"]))
   result.update(
       engagement_auc=metrics.auc(rated, eng_out["engagement"]),

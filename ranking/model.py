@@ -56,7 +56,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from ranking import listwise
-from tfrs_pipeline import features, optim
+from tfrs_pipeline import errors, features, optim
 
 LIKED_THRESHOLD = 4.0
 EXAMPLES = ("lists", "ratings")
@@ -195,7 +195,7 @@ class RankingConfig:
               "lr_schedule": optim.LR_SCHEDULES}
     for name, allowed in checks.items():
       if getattr(self, name) not in allowed:
-        raise ValueError(f"{name}={getattr(self, name)!r}: expected one of "
+        raise errors.ConfigError(f"{name}={getattr(self, name)!r}: expected one of "
                          f"{allowed}")
 
 

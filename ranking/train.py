@@ -32,19 +32,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+import time
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import tensorflow as tf
+from tensorboard.plugins.hparams import api as hp
 
 from ranking import evaluate, interactions, listwise, serving_model
 from ranking.model import (LIST_MASK, RATED, RankingConfig, build_model,
                            ranking_inputs)
 from tfrs_pipeline import features, optim, pipeline, runs
 
-__all__ = ["RankingConfig", "Prepared", "train_and_evaluate", "main",
+__all__ = ["RankingConfig", "Prepared", "train_and_evaluate",
            "sample_negatives", "prepare", "fit"]
 
 Columns = Dict[str, np.ndarray]
@@ -257,7 +259,6 @@ class _Progress(tf.keras.callbacks.Callback):
     self._log, self._start = log, timer_start
 
   def on_epoch_end(self, epoch, logs=None):
-    import time  # pylint: disable=g-import-not-at-top
     shown = {k: v for k, v in (logs or {}).items()
              if "rmse" in k or "auc" in k or k in ("loss", "val_loss")}
     text = " ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items()))
@@ -275,11 +276,9 @@ class _TimeBudget(tf.keras.callbacks.Callback):
     self._seconds, self._log = seconds, log
 
   def on_train_begin(self, logs=None):
-    import time  # pylint: disable=g-import-not-at-top
     self._start = time.perf_counter()
 
   def on_epoch_end(self, epoch, logs=None):
-    import time  # pylint: disable=g-import-not-at-top
     elapsed = time.perf_counter() - self._start
     if elapsed * (epoch + 2) / (epoch + 1) > self._seconds:
       self._log(f"[ranking] time budget ({self._seconds:.0f}s): stopping "
@@ -295,7 +294,6 @@ def fit(config: RankingConfig, prepared: Prepared, run: runs.RunDir,
         log=print, verbose: int = 0) -> tf.keras.Model:
   """Builds and trains the model with early stopping; returns it with the
   best validation weights restored."""
-  import time  # pylint: disable=g-import-not-at-top
   runs.set_seeds(config.seed)
   model = build_model(config, prepared.vocabularies, prepared.global_mean,
                       prepared.user_counts, prepared.movie_counts)
@@ -333,7 +331,6 @@ def fit(config: RankingConfig, prepared: Prepared, run: runs.RunDir,
 def log_hparams(config: RankingConfig, metrics: Mapping[str, Any],
                 logdir: str) -> None:
   """TensorBoard HParams: the config and the headline test metrics."""
-  from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
   values = {}
   for k, v in dataclasses.asdict(config).items():
     values[k] = v if isinstance(v, (bool, int, float, str)) else str(v)
@@ -371,7 +368,7 @@ def train_and_evaluate(config: RankingConfig,
     raise ValueError("train_and_evaluate trains on ratings "
                      "(examples='ratings'); a ranker on candidate lists is "
                      "trained by `tfrs-pipeline train ranking` "
-                     "(tfrs_pipeline.cascade.train_ranker)")
+                     "(tfrs_pipeline.app.cascade.train_ranker)")
   with runs.Timer() as total:
     run = runs.RunDir(run_dir)
     data_config = ranking_data_config(config, data_config)
@@ -385,6 +382,18 @@ def train_and_evaluate(config: RankingConfig,
   return metrics
 
 
+def evaluate_model(model: tf.keras.Model, config: RankingConfig,
+                   prepared: Prepared, log=print) -> Dict[str, Any]:
+  """`evaluate.evaluate` on the test ratings; for the MMoE's engagement
+  head, with sampled movies the user rated in neither split."""
+  engagement = None
+  if config.model == "mmoe":
+    seen = concat(concat(prepared.train, prepared.validation), prepared.test)
+    engagement = with_negatives(prepared.test, prepared, config,
+                                config.seed + 2, exclude=seen)
+  return evaluate.evaluate(model, config, prepared, engagement, log=log)
+
+
 def train_prepared(config: RankingConfig, prepared: Prepared,
                    run: runs.RunDir, log=print,
                    export: bool = True) -> Dict[str, Any]:
@@ -394,7 +403,7 @@ def train_prepared(config: RankingConfig, prepared: Prepared,
     model = fit(config, prepared, run, log)
   epochs = len(model.history.epoch) if model.history else config.epochs
   log(f"[ranking] trained {epochs} epochs in {t.seconds:.0f}s")
-  metrics = evaluate.evaluate(model, config, prepared, log=log)
+  metrics = evaluate_model(model, config, prepared, log)
   metrics.update(model=config.model, train_seconds=t.seconds, epochs=epochs,
                  num_train=len(prepared.train[features.LABEL]))
   interactions.write_all(model, config, prepared, run, metrics, log=log)
@@ -543,7 +552,6 @@ def fit_lists(config: RankingConfig, lists: Lists, context: ListContext,
   returns the model with the best weights and the validation metrics of
   its best epoch. `ratings` (`rating_lists`): one-candidate lists of
   train ratings interleaved with the candidate lists."""
-  import time  # pylint: disable=g-import-not-at-top
   runs.set_seeds(config.seed)
   vocabularies = context.vocabularies.merged(fit_source_vocabularies(lists))
   model = build_model(config, vocabularies, context.global_mean,
@@ -599,60 +607,3 @@ def export_lists_model(model: tf.keras.Model, context: ListContext,
   return serving_model.export_model(model, context.users, context.movies,
                                     context.latest_timestamp, run.export,
                                     log=log)
-
-
-# --------------------------------------------------------------------------
-# Command line.
-
-
-def define_flags():
-  """absl flags of `tfrs-pipeline train ...` (called by the CLI)."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from tfrs_pipeline import flags as common  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-  d = RankingConfig()
-  flags.DEFINE_string("run_dir", "runs/ranking", "Run directory.")
-  for field in dataclasses.fields(RankingConfig):
-    name, default = field.name, getattr(d, field.name)
-    if name == "seed":
-      continue  # the common --seed
-    help_text = f"RankingConfig.{name} (see ranking/model.py)."
-    if name in flags.FLAGS:
-      continue
-    if name == "model":
-      flags.DEFINE_enum(name, default, ["dcn", "mmoe"],
-                        "Ranking model: dcn (DCN-v2) or mmoe (multitask).")
-    elif isinstance(default, tuple):
-      flags.DEFINE_list(name, [str(u) for u in default], help_text)
-    elif isinstance(default, bool):
-      flags.DEFINE_boolean(name, default, help_text)
-    elif isinstance(default, int):
-      flags.DEFINE_integer(name, default, help_text)
-    elif isinstance(default, float):
-      flags.DEFINE_float(name, default, help_text)
-    else:
-      flags.DEFINE_string(name, default, help_text)
-
-
-def config_from_flags() -> RankingConfig:
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  values = {}
-  for field in dataclasses.fields(RankingConfig):
-    if field.name == "seed":
-      values["seed"] = flags.FLAGS.seed
-    else:
-      values[field.name] = getattr(flags.FLAGS, field.name)
-  return RankingConfig(**values)
-
-
-
-
-def main(argv: Sequence[str]) -> None:
-  del argv
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from tfrs_pipeline import flags as common  # pylint: disable=g-import-not-at-top
-  from tfrs_pipeline import cli  # pylint: disable=g-import-not-at-top
-  try:
-    config = config_from_flags()
-  except ValueError as e:
-    raise cli.UsageError(str(e)) from e
-  train_and_evaluate(config, common.data_config(), flags.FLAGS.run_dir)

@@ -20,7 +20,7 @@ RUN/metrics.json):
   (train counts as scores, as `retrieval.baselines.popularity`), in the
   same run.
 * `index`: ScaNN vs brute force over the movie corpus with the per-user
-  queries (`retrieval.index.compare_on_corpus`): `recall_at_k` (k=100) and
+  queries (`retrieval.index_bench.compare_on_corpus`): `recall_at_k` (k=100) and
   latency p50/p99 at batch 1 and 256.
 
 Helpers (`candidate_table`, `user_queries`, `test_queries`) are shared with
@@ -29,7 +29,6 @@ the exporter and the per-epoch evaluation.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
@@ -38,7 +37,7 @@ import pandas as pd
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import tensorflow as tf
 
-from retrieval import baselines, index
+from retrieval import baselines, index, index_bench
 from retrieval import model as model_lib
 from tfrs_pipeline import features, metrics, pipeline
 
@@ -126,29 +125,6 @@ def top_k_accuracy(query_embeddings: np.ndarray, target_ids: np.ndarray,
   return {k: v * scale for k, v in result.items()}
 
 
-# ScaNN over the 3,883 movies: 32 leaves, 24 searched, 1,000 re-scored
-# exactly. Measured on trained (L2-normalized) movie embeddings with the
-# per-user queries: recall@100 vs brute force 0.997 (the `index` defaults,
-# 64/16/500, gave 0.91: the partitioning, not the re-scoring, loses
-# neighbours). At this size brute force is as fast; ScaNN is what scales.
-MOVIE_INDEX_CONFIG = index.IndexConfig(
-    num_leaves=32, num_leaves_to_search=24, num_reordering_candidates=1000)
-
-
-def index_config(num_candidates: int, k: int = 100) -> index.IndexConfig:
-  """ScaNN parameters for a corpus size: `MOVIE_INDEX_CONFIG`, with fewer
-  leaves (~40 movies each, 3/4 searched) for tiny test corpora."""
-  k = max(1, min(k, num_candidates))
-  default = MOVIE_INDEX_CONFIG
-  num_leaves = max(1, min(default.num_leaves, num_candidates // 40))
-  to_search = max(1, -(-num_leaves * default.num_leaves_to_search
-                       // default.num_leaves))
-  return dataclasses.replace(
-      default, k=k, num_leaves=num_leaves, num_leaves_to_search=to_search,
-      num_reordering_candidates=max(k, min(
-          default.num_reordering_candidates, num_candidates)))
-
-
 def evaluate(model: model_lib.RetrievalModel, data: pipeline.Data,
              log: Callable[[str], Any] = print, compare_index: bool = True,
              popularity: bool = True) -> Dict[str, Any]:
@@ -187,9 +163,9 @@ def evaluate(model: model_lib.RetrievalModel, data: pipeline.Data,
 
   if compare_index:
     has_test = np.isin(interactions.user_ids, test_users)
-    comparison = index.compare_on_corpus(
+    comparison = index_bench.compare_on_corpus(
         movie_embeddings, movie_ids, user_embeddings[has_test],
-        index_config(len(movie_ids)), k=min(100, len(movie_ids)))
+        index.movie_index_config(len(movie_ids)), k=min(100, len(movie_ids)))
     result["index"] = _index_summary(comparison)
     log("[eval] ScaNN vs brute force: recall@{k} {r:.4f}, batch-1 p50 "
         "{s:.2f} ms vs {b:.2f} ms".format(

@@ -61,7 +61,7 @@ import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from tfrs_pipeline import features
+from tfrs_pipeline import errors, features, optim
 
 
 @dataclasses.dataclass
@@ -100,6 +100,37 @@ class RetrievalConfig:
   def output_dim(self) -> int:
     """Dimension of the served embeddings (all members concatenated)."""
     return self.embedding_dim * self.members
+
+  def __post_init__(self):
+    """Raises `errors.ConfigError` for settings that cannot work."""
+    def check(ok, message):
+      if not ok:
+        raise errors.ConfigError(message)
+    check(min(self.epochs, self.batch_size, self.embedding_dim,
+              self.members, self.passes_per_epoch) >= 1,
+          "epochs, batch_size, embedding_dim, members and passes_per_epoch "
+          "must be >= 1")
+    check(self.num_hard_negatives >= 0 and self.history_length >= 0,
+          "num_hard_negatives and history_length must be >= 0")
+    check(not self.num_hard_negatives
+          or self.num_hard_negatives < self.batch_size,
+          "num_hard_negatives must be < batch_size")
+    check(self.examples in EXAMPLES,
+          f"--examples must be one of {', '.join(EXAMPLES)}")
+    check(self.negatives in NEGATIVES,
+          f"--negatives must be one of {', '.join(NEGATIVES)}")
+    check(self.examples != "user" or self.negatives == "corpus",
+          "--examples user needs negatives='corpus' (use --examples rating "
+          "for in_batch)")
+    check(self.examples != "user" or 0.0 < self.history_dropout < 1.0,
+          "--examples user needs --history_dropout: must be in (0, 1) (the share of "
+          "each history held out as targets)")
+    check(0.0 <= self.history_dropout < 1.0,
+          "history_dropout must be in [0, 1)")
+    check(self.lr_schedule in optim.LR_SCHEDULES,
+          f"--lr_schedule must be one of {', '.join(optim.LR_SCHEDULES)}")
+    check(not self.temperature or self.temperature >= 0,
+          "temperature must be >= 0 (0: none)")
 
 
 EXAMPLES = ("user", "rating")

@@ -1,10 +1,22 @@
-"""The exported retrieval SavedModel: user id -> top-K movies via ScaNN.
+"""The exported retrieval SavedModels: user id -> top-K movies.
 
-`export(...)` writes (atomically, `export.save_atomic` with
-`export.SCANN_SAVE_OPTIONS`)
+`export_model(...)` writes (each atomically, `export.save_atomic`)
 
-    RUN/export/retrieval/   SavedModel
+    RUN/export/retrieval/   SavedModel, top-K by ScaNN
+                            (`export.SCANN_SAVE_OPTIONS`)
+    RUN/export/tfserving/retrieval/1/   SavedModel, the same signatures
+                            with an exact top-K in stock TensorFlow ops
+                            (matmul + top_k, `index.build_brute_force`),
+                            for stock TensorFlow Serving (model base path
+                            RUN/export/tfserving/retrieval, version 1);
+                            saved with `STOCK_OPS_SAVE_OPTIONS`, which
+                            refuses any custom-op namespace
     RUN/export/candidates.npz   movie_ids [N] (str), embeddings [N, D]
+
+TensorFlow Serving has no ScaNN ops, so it cannot load the first one;
+the second loads anywhere TensorFlow does (no `import scann`). At the
+movie corpus size ScaNN re-scores its candidates exactly, so both return
+the same top-K.
 
 Loading needs only TensorFlow and `import scann` (registers the ScaNN
 ops); `tfrs_pipeline` does not have to be importable:
@@ -38,6 +50,8 @@ Signatures:
   `features.inputs_for(QUERY)`, e.g. user_id, user_gender, ...,
   user_history, each [B]) -> same outputs as
   `serving_default`.
+
+Both exports have these signatures; only the index inside differs.
 """
 
 from __future__ import annotations
@@ -49,36 +63,46 @@ import numpy as np
 
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import tensorflow as tf
+import tensorflow_recommenders as tfrs
 
 from retrieval import index
-from tfrs_pipeline import export, features
+from tfrs_pipeline import export, features, runs
+
+# Saving with an empty whitelist refuses every custom-op namespace
+# (`Scann>...`, ...); `namespace_whitelist=None`, the default, allows all.
+STOCK_OPS_SAVE_OPTIONS = tf.saved_model.SaveOptions(namespace_whitelist=[])
+
+# The TF Serving export under EXPORT_DIR: model base path and version.
+TFSERVING_MODEL = os.path.join("tfserving", "retrieval")
+TFSERVING_VERSION = 1
 
 
 class RetrievalServer(tf.Module):
-  """Query tower + user lookup + ScaNN index over the movie embeddings.
+  """Query tower + user lookup + a top-K index over the movie embeddings.
 
   Args:
     query_model: Keras model, dict of query inputs [B] -> [B, D].
     users: users table columns (`pipeline.Data.table("users")`).
-    movie_ids: [N] candidate ids.
-    movie_embeddings: [N, D] candidate embeddings.
+    index_layer: an indexed `tfrs.layers.factorized_top_k` layer over the
+      movie embeddings, without a query model (called on [B, D]): ScaNN
+      (`index.build_scann`) or brute force (`index.build_brute_force`,
+      stock TensorFlow ops only).
+    k: K, the number of movies returned.
     default_timestamp: time context of the user-id signatures.
-    index_config: ScaNN parameters (its `k` is K).
   """
 
   def __init__(self, query_model: tf.keras.Model,
-               users: Mapping[str, np.ndarray], movie_ids: np.ndarray,
-               movie_embeddings: np.ndarray, default_timestamp: int,
-               index_config: index.IndexConfig):
+               users: Mapping[str, np.ndarray],
+               index_layer: tfrs.layers.factorized_top_k.TopK, k: int,
+               default_timestamp: int):
     super().__init__(name="retrieval_server")
     self.query_inputs = features.inputs_for(features.QUERY)
     user_inputs = [i for i in self.query_inputs
                    if i.entity == features.USER and i.name in users]
     self.user_table = export.EntityTable("user_id", users, user_inputs)
     self.query_model = query_model
-    self.k = int(index_config.k)
-    self.index = index.build_scann(None, np.asarray(movie_ids).astype(str),
-                                   movie_embeddings, index_config)
+    self.k = int(k)
+    self.index = index_layer
     self.default_timestamp = tf.Variable(
         int(default_timestamp), dtype=tf.int64, trainable=False,
         name="default_timestamp")
@@ -115,31 +139,54 @@ class RetrievalServer(tf.Module):
   def _user_embedding(self, user_id):
     return {"embedding": self.query_model(self._inputs_of(user_id))}
 
+  def signature_map(self) -> Dict[str, Any]:
+    """The SavedModel signatures, for `tf.saved_model.save`."""
+    return {"serving_default": self.serving_default,
+            "user_embedding": self.user_embedding,
+            "serve_features": self.serve_features}
+
 
 def export_model(query_model: tf.keras.Model, users: Mapping[str, np.ndarray],
                  movie_ids: np.ndarray, movie_embeddings: np.ndarray,
                  default_timestamp: int, export_dir: str, top_k: int = 100,
                  index_config: Optional[index.IndexConfig] = None,
                  log=print) -> Dict[str, Any]:
-  """Writes EXPORT_DIR/retrieval (SavedModel) and EXPORT_DIR/candidates.npz.
+  """Writes EXPORT_DIR/retrieval (ScaNN SavedModel),
+  EXPORT_DIR/tfserving/retrieval/1 (brute-force SavedModel, stock ops)
+  and EXPORT_DIR/candidates.npz.
 
-  Returns {"saved_model": path, "candidates": path, "k": K}.
+  Returns {"saved_model": path, "tfserving": path, "candidates": path,
+  "k": K, "tfserving_seconds": time the second export took}.
   """
-  from retrieval import evaluate  # pylint: disable=g-import-not-at-top
   movie_ids = np.asarray(movie_ids).astype(str)
   movie_embeddings = np.asarray(movie_embeddings, np.float32)
-  config = index_config or evaluate.index_config(len(movie_ids), top_k)
-  server = RetrievalServer(query_model, users, movie_ids, movie_embeddings,
-                           default_timestamp, config)
+  config = index_config or index.movie_index_config(len(movie_ids), top_k)
+  k = int(config.k)
+  server = RetrievalServer(
+      query_model, users,
+      index.build_scann(None, movie_ids, movie_embeddings, config), k,
+      default_timestamp)
   path = export.save_atomic(
       server, os.path.join(export_dir, "retrieval"),
-      signatures={"serving_default": server.serving_default,
-                  "user_embedding": server.user_embedding,
-                  "serve_features": server.serve_features},
+      signatures=server.signature_map(),
       options=export.SCANN_SAVE_OPTIONS, log=log)
+  with runs.Timer() as timer:
+    stock = RetrievalServer(
+        query_model, users,
+        index.build_scann(None, movie_ids, movie_embeddings, config), k,
+        default_timestamp)
+    tfserving = export.save_atomic(
+        stock, os.path.join(export_dir, TFSERVING_MODEL,
+                            str(TFSERVING_VERSION)),
+        signatures=stock.signature_map(), options=None,
+        log=log)
+  log(f"[export] TF Serving model (stock ops, brute-force top-{k}) in "
+      f"{timer.seconds:.1f} s: base path {os.path.dirname(tfserving)}")
   os.makedirs(export_dir, exist_ok=True)
   candidates = os.path.join(export_dir, "candidates.npz")
   tmp = candidates + f".tmp{os.getpid()}.npz"
   np.savez(tmp, movie_ids=movie_ids, embeddings=movie_embeddings)
   os.replace(tmp, candidates)
-  return {"saved_model": path, "candidates": candidates, "k": server.k}
+  return {"saved_model": path, "tfserving": tfserving,
+          "candidates": candidates, "k": k,
+          "tfserving_seconds": round(timer.seconds, 2)}

@@ -25,7 +25,11 @@ What a run writes (`tfrs_pipeline.runs`):
                            (logs/projector, metadata title/genres/
                            director/star)
     RUN/metrics.json       evaluation
-    RUN/export/            SavedModel + candidates.npz (`serving_model`)
+    RUN/export/            ScaNN SavedModel (export/retrieval), its
+                           stock-ops twin for TF Serving
+                           (export/tfserving/retrieval/1) and
+                           candidates.npz (`serving_model`); both
+                           paths in metrics.json's `export`
 
 Resuming: rerunning with the same RUN restores the latest checkpoint (and
 the saved vocabularies) and continues from the next epoch; a run that had
@@ -38,20 +42,22 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict
 
 import numpy as np
 
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import tensorflow as tf
+from tensorboard.plugins import projector
+from tensorboard.plugins.hparams import api as hp
 
 from retrieval import evaluate as evaluate_lib
 from retrieval import model as model_lib
 from retrieval import serving_model
 from retrieval.model import RetrievalConfig
-from tfrs_pipeline import features, metrics, optim, pipeline, runs
+from tfrs_pipeline import errors, features, optim, pipeline, runs
 
-__all__ = ["RetrievalConfig", "train_and_evaluate", "main"]
+__all__ = ["RetrievalConfig", "train_and_evaluate"]
 
 
 class _EpochEnd(tf.keras.callbacks.Callback):
@@ -87,7 +93,6 @@ class _EpochEnd(tf.keras.callbacks.Callback):
 def _write_projector(logdir: str, movies: Dict[str, np.ndarray],
                      embeddings: np.ndarray) -> None:
   """Movie embeddings for the TensorBoard embedding projector."""
-  from tensorboard.plugins import projector  # pylint: disable=g-import-not-at-top
   path = os.path.join(logdir, "projector")
   os.makedirs(path, exist_ok=True)
 
@@ -119,7 +124,6 @@ def _hparams(config: RetrievalConfig) -> Dict[str, Any]:
 
 def _write_summaries(logdir: str, config: RetrievalConfig,
                      result: Dict[str, Any], step: int) -> None:
-  from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
   writer = tf.summary.create_file_writer(os.path.join(logdir, "eval"))
   with writer.as_default():
     hp.hparams(_hparams(config), trial_id=os.path.basename(
@@ -138,9 +142,9 @@ RESUMABLE_CHANGES = ("epochs", "eval_sample", "top_k")
 
 
 def _check_resumable(run: runs.RunDir, config: RetrievalConfig) -> None:
-  """Raises `cli.UsageError` when RUN's checkpoint was trained with another
-  configuration (restoring it would fail on shapes, or silently mix)."""
-  from tfrs_pipeline import cli  # pylint: disable=g-import-not-at-top
+  """Raises `errors.ConfigError` when RUN's checkpoint was trained with
+  another configuration (restoring it would fail on shapes, or silently
+  mix)."""
   path = run.file("config.json")
   if not os.path.exists(path):
     return
@@ -152,7 +156,7 @@ def _check_resumable(run: runs.RunDir, config: RetrievalConfig) -> None:
       if k not in RESUMABLE_CHANGES and k in saved
       and json.loads(json.dumps(v)) != saved[k])
   if changed:
-    raise cli.UsageError(
+    raise errors.ConfigError(
         f"{run.path} holds a checkpoint trained with different "
         f"{', '.join(changed)} (see its config.json); resume with the same "
         f"settings, or use a new --run_dir")
@@ -256,84 +260,3 @@ def train_and_evaluate(config: RetrievalConfig,
   run.write_metrics(result)
   log(f"[train] wrote {run.file('metrics.json')}")
   return result
-
-
-# --------------------------------------------------------------------------
-# Command line.
-
-
-def define_flags():
-  """absl flags of `tfrs-pipeline train ...` (called by the CLI)."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from tfrs_pipeline import flags as common  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-  defaults = RetrievalConfig()
-  if "run_dir" not in flags.FLAGS:
-    flags.DEFINE_string("run_dir", "runs/retrieval", "Run directory.")
-  for field in dataclasses.fields(RetrievalConfig):
-    if field.name in flags.FLAGS:
-      continue  # e.g. the common --seed flag
-    value = getattr(defaults, field.name)
-    help_text = f"RetrievalConfig.{field.name}."
-    if isinstance(value, bool):
-      flags.DEFINE_bool(field.name, value, help_text)
-    elif isinstance(value, int):
-      flags.DEFINE_integer(field.name, value, help_text)
-    elif isinstance(value, float):
-      flags.DEFINE_float(field.name, value, help_text)
-    elif isinstance(value, tuple):
-      flags.DEFINE_list(field.name, [str(v) for v in value], help_text)
-    else:
-      flags.DEFINE_string(field.name, value, help_text)
-
-
-def config_from_flags() -> RetrievalConfig:
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from tfrs_pipeline import cli  # pylint: disable=g-import-not-at-top
-  values = {}
-  for field in dataclasses.fields(RetrievalConfig):
-    value = flags.FLAGS[field.name].value
-    if isinstance(getattr(RetrievalConfig, field.name, None), tuple):
-      value = tuple(int(v) for v in value if str(v).strip())
-    values[field.name] = value
-  config = RetrievalConfig(**values)
-  if min(config.epochs, config.batch_size, config.embedding_dim,
-         config.members) < 1:
-    raise cli.UsageError("epochs, batch_size, embedding_dim and members "
-                         "must be >= 1")
-  if config.num_hard_negatives < 0 or config.history_length < 0:
-    raise cli.UsageError("num_hard_negatives and history_length must be "
-                         ">= 0")
-  if config.num_hard_negatives and config.num_hard_negatives >= \
-      config.batch_size:
-    raise cli.UsageError("num_hard_negatives must be < batch_size")
-  if config.examples not in model_lib.EXAMPLES:
-    raise cli.UsageError(f"--examples must be one of "
-                         f"{', '.join(model_lib.EXAMPLES)}")
-  if config.examples == "user" and config.negatives != "corpus":
-    raise cli.UsageError("--examples user needs --negatives corpus (use "
-                         "--examples rating for in_batch)")
-  if config.examples == "user" and not 0.0 < config.history_dropout < 1.0:
-    raise cli.UsageError("--examples user needs --history_dropout in (0, 1) "
-                         "(the share of each history held out as targets)")
-  if config.passes_per_epoch < 1:
-    raise cli.UsageError("passes_per_epoch must be >= 1")
-  if config.negatives not in model_lib.NEGATIVES:
-    raise cli.UsageError(f"--negatives must be one of "
-                         f"{', '.join(model_lib.NEGATIVES)}")
-  if config.lr_schedule not in optim.LR_SCHEDULES:
-    raise cli.UsageError(f"--lr_schedule must be one of "
-                         f"{', '.join(optim.LR_SCHEDULES)}")
-  if not 0.0 <= config.history_dropout < 1.0:
-    raise cli.UsageError("history_dropout must be in [0, 1)")
-  if config.temperature < 0:
-    raise cli.UsageError("temperature must be >= 0 (0: none)")
-  return config
-
-
-def main(argv) -> None:
-  del argv
-  from tfrs_pipeline import flags as common  # pylint: disable=g-import-not-at-top
-  config = config_from_flags()
-  train_and_evaluate(config, common.data_config(), common.FLAGS.run_dir)
-
-

@@ -9,7 +9,8 @@ import pytest
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 
 from test_recommend import small_runs  # noqa: F401  pylint: disable=unused-import
-from tfrs_pipeline import cascade, cascade_eval, pipeline
+from tfrs_pipeline import pipeline
+from tfrs_pipeline.app import cascade, cascade_eval
 
 
 def _quiet(*_):
@@ -225,9 +226,9 @@ def test_served_list_is_the_bench_path(small_runs, fake_data):  # pylint: disabl
   """`Recommender.recommend` (CLI, HTTP, page) returns exactly the order
   the bench's evaluation scores: the sources' merged candidates ranked by
   the same `rank_lists` call."""
-  from tfrs_pipeline import recommend  # pylint: disable=g-import-not-at-top
-  catalog = recommend.Catalog.from_data(fake_data, history="train")
-  rec = recommend.Recommender.from_runs(small_runs["runs"], catalog)
+  from tfrs_pipeline.app import catalog as catalog_lib, recommender  # pylint: disable=g-import-not-at-top
+  catalog = catalog_lib.Catalog.from_data(fake_data, history="train")
+  rec = recommender.Recommender.from_runs(small_runs["runs"], catalog)
   for user in ("1", "7"):
     request = rec.known_request(user)
     cand, = rec.sources.candidates([request])

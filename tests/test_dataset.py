@@ -147,7 +147,7 @@ def test_feature_encoder_shapes_and_oov(fake_data):
 
 
 def test_cli_describe_json_and_clean_errors(tmp_path, fake_raw, fake_data_dir):
-  cli = [sys.executable, "-m", "tfrs_pipeline.cli"]
+  cli = [sys.executable, "-m", "tfrs_pipeline.app.cli"]
   out = subprocess.run(
       cli + ["data", "describe", "--json", f"--raw_data={fake_raw['path']}",
              f"--data_dir={fake_data_dir}"],
@@ -159,7 +159,7 @@ def test_cli_describe_json_and_clean_errors(tmp_path, fake_raw, fake_data_dir):
       cli + ["data", "prepare", f"--raw_data={bad['path']}",
              f"--data_dir={tmp_path / 'tfds'}"],
       capture_output=True, text=True, cwd=ROOT)
-  assert out.returncode == 2
+  assert out.returncode == 3  # errors.InputError
   assert "error: ratings.dat:" in out.stderr
   assert "Traceback" not in out.stderr
 

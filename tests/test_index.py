@@ -1,4 +1,4 @@
-"""Tests for retrieval.index (small data, < 30 s)."""
+"""Tests for retrieval.index and retrieval.index_bench (small data, < 30 s)."""
 
 import json
 import os
@@ -13,7 +13,7 @@ import pytest
 import tfrs_pipeline  # noqa: F401  (before TensorFlow)
 import tensorflow as tf
 
-from retrieval import index
+from retrieval import index, index_bench
 
 
 def _data(n=2000, dim=16, q=64, seed=0):
@@ -75,7 +75,7 @@ def test_query_model_and_dataset_inputs():
 
 
 def test_default_config_recall_on_movie_sized_corpus():
-  emb, queries = index.make_synthetic_corpus(3883, 64, 200, seed=1)
+  emb, queries = index_bench.make_synthetic_corpus(3883, 64, 200, seed=1)
   exact = index.exact_top_k(emb, queries, 100)
   scann = index.build_scann(None, None, emb, index.IndexConfig())
   _, got = scann(tf.constant(queries))
@@ -110,7 +110,7 @@ def test_measure_latency():
     time.sleep(0.002)
     return q
 
-  lat = index.measure_latency(slow, queries, batch_size=4, num_batches=12,
+  lat = index_bench.measure_latency(slow, queries, batch_size=4, num_batches=12,
                               warmup=2)
   assert set(lat) == {"p50_ms", "p99_ms", "mean_ms", "qps"}
   assert len(calls) == 14 and set(calls) == {4}
@@ -122,7 +122,7 @@ def test_compare_on_corpus():
   emb, ids, queries = _data(n=1500, dim=16, q=40)
   config = index.IndexConfig(num_leaves=10, num_leaves_to_search=10,
                              num_reordering_candidates=300, k=20)
-  result = index.compare_on_corpus(emb, ids, queries, config, k=20,
+  result = index_bench.compare_on_corpus(emb, ids, queries, config, k=20,
                                    num_batches=(20, 2), warmup=1)
   assert result["recall_at_k"] >= 0.99
   assert result["k"] == 20 and result["num_candidates"] == 1500
@@ -179,7 +179,7 @@ def test_synthetic_tradeoff_plot_and_markdown(tmp_path):
       index.IndexConfig(num_leaves=5000, num_leaves_to_search=2,
                         num_reordering_candidates=100)]
   lines = []
-  rows = index.synthetic_tradeoff(
+  rows = index_bench.synthetic_tradeoff(
       num_vectors=3000, dim=16, num_queries=30, configs=configs,
       num_batches=(10, 2), brute_force_batches=(10, 2), progress=lines.append,
       work_dir=str(tmp_path))
@@ -193,9 +193,9 @@ def test_synthetic_tradeoff_plot_and_markdown(tmp_path):
   assert any("built L20" in line for line in lines)  # the worker's progress
   assert any("L5000 skipped" in line for line in lines)
   assert os.listdir(tmp_path) == []  # the corpus file is removed
-  table = index.tradeoff_markdown(rows)
+  table = index_bench.tradeoff_markdown(rows)
   assert table.count("L20/s") == 2 and "(chosen)" in table
   assert "- L5000/s2/r100/d2: not measured (InvalidArgumentError" in table
-  png = index.plot_tradeoff(rows, str(tmp_path / "tradeoff.png"))
+  png = index_bench.plot_tradeoff(rows, str(tmp_path / "tradeoff.png"))
   with open(png, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"

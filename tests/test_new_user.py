@@ -1,4 +1,4 @@
-"""Tests of a new user who brings ratings: `recommend.validate_ratings`,
+"""Tests of a new user who brings ratings: `catalog_lib.validate_ratings`,
 `Catalog.search` (on a small in-memory catalog) and
 `Recommender.recommend_for_ratings` (on the `small_runs` exports)."""
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from test_recommend import catalog, rec, small_runs  # noqa: F401  pylint: disable=unused-import
-from tfrs_pipeline import cascade, recommend
+from tfrs_pipeline.app import cascade
+from tfrs_pipeline.app import catalog as catalog_lib
 
 _TITLES = ("Matrix, The (1999)", "Café Society, The (1995)",
            "Schindler's List (1993)", "Toy Story (1995)",
@@ -30,7 +31,7 @@ def tiny():
              "movie_id": obj(rated),
              "user_rating": np.full(len(rated), 4.0, np.float32),
              "timestamp": np.arange(len(rated), dtype=np.int64)}
-  return recommend.Catalog(movies, {"user_id": obj(["1"])}, ratings)
+  return catalog_lib.Catalog(movies, {"user_id": obj(["1"])}, ratings)
 
 
 def _titles(rows):
@@ -38,48 +39,48 @@ def _titles(rows):
 
 
 def test_validate_ratings(tiny):  # pylint: disable=redefined-outer-name
-  assert recommend.validate_ratings(
+  assert catalog_lib.validate_ratings(
       [{"movie_id": 3, "rating": 5}, ("1", None), {"movie_id": " 2 "},
        {"movie_id": "4", "rating": 3.5}, ("5", np.float32(1))], tiny) == [
            ("3", 5.0), ("1", None), ("2", None), ("4", 3.5), ("5", 1.0)]
-  assert recommend.validate_ratings([], tiny) == []
-  assert recommend.validate_ratings([("1", 1)] * 1 + [("2", 5)], tiny,
+  assert catalog_lib.validate_ratings([], tiny) == []
+  assert catalog_lib.validate_ratings([("1", 1)] * 1 + [("2", 5)], tiny,
                                     max_ratings=2) == [("1", 1.0),
                                                        ("2", 5.0)]
 
 
 @pytest.mark.parametrize("ratings,error,message", [
-    ([("1", 5), {"movie_id": "99999"}], recommend.UnknownMovieError,
+    ([("1", 5), {"movie_id": "99999"}], catalog_lib.UnknownMovieError,
      r"ratings\[1\]: unknown movie id '99999'"),
-    ([("1", 5), ("2", 4), (1, 3)], recommend.InvalidRequestError,
+    ([("1", 5), ("2", 4), (1, 3)], catalog_lib.InvalidRequestError,
      r"ratings\[2\]: duplicate movie id '1' \(also ratings\[0\]\)"),
-    ([("1", 0)], recommend.InvalidRequestError,
+    ([("1", 0)], catalog_lib.InvalidRequestError,
      r"ratings\[0\] \(movie 1\): rating must be between 1 and 5, got 0"),
-    ([("1", 6)], recommend.InvalidRequestError, "between 1 and 5, got 6"),
-    ([("1", 5.01)], recommend.InvalidRequestError, "between 1 and 5"),
-    ([("1", float("nan"))], recommend.InvalidRequestError, "between 1 and 5"),
-    ([("2", 4), ("1", True)], recommend.InvalidRequestError,
+    ([("1", 6)], catalog_lib.InvalidRequestError, "between 1 and 5, got 6"),
+    ([("1", 5.01)], catalog_lib.InvalidRequestError, "between 1 and 5"),
+    ([("1", float("nan"))], catalog_lib.InvalidRequestError, "between 1 and 5"),
+    ([("2", 4), ("1", True)], catalog_lib.InvalidRequestError,
      r"ratings\[1\] \(movie 1\): rating must be a number .* got True"),
-    ([("1", "5")], recommend.InvalidRequestError, "must be a number"),
-    ([(True, 5)], recommend.InvalidRequestError,
+    ([("1", "5")], catalog_lib.InvalidRequestError, "must be a number"),
+    ([(True, 5)], catalog_lib.InvalidRequestError,
      "movie_id must be a string or an integer"),
-    ([{"movie_id": "1", "stars": 5}], recommend.InvalidRequestError,
+    ([{"movie_id": "1", "stars": 5}], catalog_lib.InvalidRequestError,
      r"ratings\[0\]: expected \{movie_id, rating\}"),
-    ([("1",)], recommend.InvalidRequestError, r"ratings\[0\]: expected"),
-    ([("1", 5)] * 4, recommend.InvalidRequestError,
+    ([("1",)], catalog_lib.InvalidRequestError, r"ratings\[0\]: expected"),
+    ([("1", 5)] * 4, catalog_lib.InvalidRequestError,
      "at most 3 ratings, got 4"),
-    ("1:5", recommend.InvalidRequestError, "must be a list"),
+    ("1:5", catalog_lib.InvalidRequestError, "must be a list"),
 ])
 def test_validate_ratings_errors(tiny, ratings, error, message):  # pylint: disable=redefined-outer-name
   with pytest.raises(error, match=message):
-    recommend.validate_ratings(ratings, tiny, max_ratings=3)
+    catalog_lib.validate_ratings(ratings, tiny, max_ratings=3)
 
 
 def test_validate_ratings_default_max(tiny):  # pylint: disable=redefined-outer-name
-  with pytest.raises(recommend.InvalidRequestError, match="at most 500"):
-    recommend.validate_ratings([("1", 5)] * 501, tiny)
-  with pytest.raises(recommend.InvalidRequestError, match="duplicate"):
-    recommend.validate_ratings([("1", 5)] * 500, tiny)  # 500: counted ok
+  with pytest.raises(catalog_lib.InvalidRequestError, match="at most 500"):
+    catalog_lib.validate_ratings([("1", 5)] * 501, tiny)
+  with pytest.raises(catalog_lib.InvalidRequestError, match="duplicate"):
+    catalog_lib.validate_ratings([("1", 5)] * 500, tiny)  # 500: counted ok
 
 
 def test_search(tiny):  # pylint: disable=redefined-outer-name
@@ -101,7 +102,7 @@ def test_search(tiny):  # pylint: disable=redefined-outer-name
       "Star Wars: Episode IV - A New Hope"]
   assert tiny.search("nothing like this") == []
   row = tiny.search("toy")[0]
-  assert row == {**recommend.movie_row(tiny, "4"), "num_ratings": 0}
+  assert row == {**catalog_lib.movie_row(tiny, "4"), "num_ratings": 0}
   counts = {r["movie_id"]: r["num_ratings"] for r in tiny.search("a", 50)}
   assert counts["9"] == 5 and counts["7"] == 4 and counts["2"] == 0
 
@@ -111,7 +112,7 @@ def test_search(tiny):  # pylint: disable=redefined-outer-name
     ("?!", 10, "no letters or digits"), ("star", 0, "limit"),
 ])
 def test_search_errors(tiny, query, limit, message):  # pylint: disable=redefined-outer-name
-  with pytest.raises(recommend.InvalidRequestError, match=message):
+  with pytest.raises(catalog_lib.InvalidRequestError, match=message):
     tiny.search(query, limit)
 
 
@@ -128,7 +129,7 @@ def test_search_fake_catalog(catalog):  # pylint: disable=redefined-outer-name
 
 
 def test_recommend_for_ratings(rec, catalog):  # pylint: disable=redefined-outer-name
-  ratings = recommend.validate_ratings(
+  ratings = catalog_lib.validate_ratings(
       [("2", 5), ("5", 4), ("11", None)], catalog)
   rows = rec.recommend_for_ratings(ratings, k=100)
   ids = [r["movie_id"] for r in rows]
@@ -149,13 +150,13 @@ def test_recommend_for_ratings(rec, catalog):  # pylint: disable=redefined-outer
   assert len(top) == 3 and {"title", "predicted_rating", "score",
                             "retrieval_score"} <= set(top[0])
 
-  demo = recommend.demographic_inputs(30, "F", "writer", "94110")
+  demo = catalog_lib.demographic_inputs(30, "F", "writer", "94110")
   rows = rec.recommend_for_ratings(ratings, demo, k=5)
   assert len(rows) == 5 and not {"2", "5", "11"} & {r["movie_id"]
                                                     for r in rows}
   assert len(rec.recommend_for_ratings([], demo, k=4)) == 4
-  with pytest.raises(recommend.InvalidRequestError,
+  with pytest.raises(catalog_lib.InvalidRequestError,
                      match="needs ratings or demographics"):
     rec.recommend_for_ratings([], None)
-  with pytest.raises(recommend.InvalidRequestError, match="k must"):
+  with pytest.raises(catalog_lib.InvalidRequestError, match="k must"):
     rec.recommend_for_ratings(ratings, k=0)

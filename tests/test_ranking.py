@@ -244,7 +244,7 @@ def mmoe_run(prepared, tmp_path_factory):
   config = RankingConfig(**{**SMALL, "model": "mmoe"})
   runs.set_seeds(0)
   model = train.fit(config, prepared, run, log=lambda *a: None)
-  metrics = train.evaluate.evaluate(model, config, prepared,
+  metrics = train.evaluate_model(model, config, prepared,
                                     log=lambda *a: None)
   interactions.write_all(model, config, prepared, run, metrics,
                          log=lambda *a: None)

@@ -1,4 +1,4 @@
-"""Tests of `tfrs_pipeline.recommend` (library and CLI) on small exports.
+"""Tests of `tfrs_pipeline.app.recommend` (library and CLI) on small exports.
 
 `small_runs` builds RUNS/{retrieval,sources,ranking} once per session with
 `train all` (small configurations, 1 epoch, on the fake data).
@@ -16,7 +16,9 @@ import pytest
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import tensorflow as tf
 
-from tfrs_pipeline import export, features, pipeline, recommend
+from tfrs_pipeline import export, features, pipeline
+from tfrs_pipeline.app import catalog as catalog_lib
+from tfrs_pipeline.app import recommend_cli, recommender
 
 _CACHE = {}
 
@@ -24,7 +26,8 @@ _CACHE = {}
 
 _TRAIN = """
 import sys, tfrs_pipeline
-from tfrs_pipeline import cascade, pipeline, train_commands
+from tfrs_pipeline import pipeline
+from tfrs_pipeline.app import cascade, train_commands
 from ranking.model import RankingConfig
 from retrieval.model import RetrievalConfig
 config = pipeline.DataConfig(raw_data=sys.argv[1], data_dir=sys.argv[2])
@@ -76,12 +79,14 @@ def small_runs(tmp_path_factory, fake_raw, fake_data_dir, fake_data):
 
 @pytest.fixture(scope="module")
 def catalog(small_runs):
-  return recommend.load_catalog(small_runs["config"], log=lambda *a: None)
+  return catalog_lib.load_catalog(os.path.join(
+      small_runs["runs"], "sources", "export", "sources",
+      catalog_lib.CATALOG_FILE), history="train")
 
 
 @pytest.fixture(scope="module")
 def rec(small_runs, catalog):
-  return recommend.Recommender.from_runs(small_runs["runs"], catalog)
+  return recommender.Recommender.from_runs(small_runs["runs"], catalog)
 
 
 def test_recommend_known_user(rec, catalog):
@@ -127,7 +132,7 @@ def test_exported_k_and_list_size(rec, catalog):
 def test_cold_start_and_validation(rec):
   rows = rec.recommend_new_user(30, "f", "Writer", "94110-1234", k=3)
   assert len(rows) == 3 and rows[0]["title"]
-  assert recommend.demographic_inputs(30, "f", "writer", "94110") == {
+  assert catalog_lib.demographic_inputs(30, "f", "writer", "94110") == {
       "bucketized_user_age": "25", "user_gender": "F",
       "user_occupation_label": "writer", "user_zip_code": "94110"}
   for args, message in (((0, "F", "writer", "94110"), "age"),
@@ -135,15 +140,15 @@ def test_cold_start_and_validation(rec):
                         ((30, "F", "astronaut", "94110"), "occupation"),
                         ((30, "F", "writer", "9411"), "zip"),
                         ((30, None, "writer", "94110"), "missing: gender")):
-    with pytest.raises(recommend.InvalidRequestError, match=message):
-      recommend.demographic_inputs(*args)
+    with pytest.raises(catalog_lib.InvalidRequestError, match=message):
+      catalog_lib.demographic_inputs(*args)
 
 
 def test_unknown_user_and_bad_k(rec):
-  with pytest.raises(recommend.UnknownUserError):
+  with pytest.raises(catalog_lib.UnknownUserError):
     rec.recommend("999999")
   for k in (0, 101):
-    with pytest.raises(recommend.InvalidRequestError, match="k must"):
+    with pytest.raises(catalog_lib.InvalidRequestError, match="k must"):
       rec.recommend("7", k=k)
 
 
@@ -152,7 +157,7 @@ def test_similar(rec):
   assert len(rows) == 5 and "1" not in {r["movie_id"] for r in rows}
   sims = [r["similarity"] for r in rows]
   assert sims == sorted(sims, reverse=True) and sims[0] <= 1.0 + 1e-5
-  with pytest.raises(recommend.UnknownMovieError):
+  with pytest.raises(catalog_lib.UnknownMovieError):
     rec.similar("nope")
 
 
@@ -168,7 +173,7 @@ def test_format_table():
   rows = [{"rank": 1, "title": "A very long title " * 3, "year": 1995,
            "genres": ["Comedy"], "director": None, "star": "X",
            "score": 0.5}]
-  lines = recommend.format_table(rows, ("score",)).splitlines()
+  lines = recommend_cli.format_table(rows, ("score",)).splitlines()
   assert len(lines) == 2 and lines[1].endswith("0.500")
   assert "~" in lines[1] and " - " in lines[1]
 
@@ -179,13 +184,12 @@ def test_format_table():
 
 
 def _flags(small_runs):
-  return [f"--runs={small_runs['runs']}", f"--raw_data={small_runs['raw']}",
-          f"--data_dir={small_runs['data_dir']}"]
+  return [f"--runs={small_runs['runs']}"]
 
 
 def _run_cli(small_runs, capsys, *args):
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from tfrs_pipeline import cli  # pylint: disable=g-import-not-at-top
+  from tfrs_pipeline.app import cli  # pylint: disable=g-import-not-at-top
   flags.FLAGS.unparse_flags()
   capsys.readouterr()
   try:
@@ -199,7 +203,7 @@ def _run_cli(small_runs, capsys, *args):
 
 def test_cli(small_runs, capsys):
   proc = subprocess.Popen(
-      [sys.executable, "-c", "from tfrs_pipeline import cli; cli.run()",
+      [sys.executable, "-c", "from tfrs_pipeline.app import cli; cli.run()",
        "recommend", "--user_id=424242", *_flags(small_runs)],
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

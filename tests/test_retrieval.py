@@ -447,7 +447,8 @@ def test_finished_run_is_only_reevaluated(trained, data_config):
 
 
 def test_resume_with_another_config_is_refused(trained, data_config):
-  from tfrs_pipeline import cli, runs  # pylint: disable=g-import-not-at-top
+  from tfrs_pipeline import runs  # pylint: disable=g-import-not-at-top
+  from tfrs_pipeline.app import cli  # pylint: disable=g-import-not-at-top
   run = runs.RunDir(trained["run_dir"])
   config = trained["config"]
   # More epochs (or another eval sample / K) may continue the run ...
@@ -568,12 +569,12 @@ def test_export_matches_trained_model(trained, data):
 
 
 def test_saved_model_cli_wrapper_runs_the_export(trained):  # pylint: disable=redefined-outer-name
-  """`python -m tfrs_pipeline.saved_model_cli` loads the ScaNN ops."""
+  """`python -m tfrs_pipeline.app.saved_model_cli` loads the ScaNN ops."""
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   export_dir = os.path.join(trained["run_dir"], "export", "retrieval")
   out = subprocess.run(
-      [sys.executable, "-m", "tfrs_pipeline.saved_model_cli", "run",
+      [sys.executable, "-m", "tfrs_pipeline.app.saved_model_cli", "run",
        "--dir", export_dir, "--tag_set", "serve", "--signature_def",
        "serving_default", "--input_exprs", 'user_id=["1"]'],
       capture_output=True, text=True, timeout=300)

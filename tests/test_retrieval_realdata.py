@@ -85,10 +85,10 @@ def test_real_two_stage_beats_its_sources_order(real_run, tmp_path):
   behind the short retrieval run: its list beats popularity and the
   two-tower source alone on the test split (first 300 users)."""
   from ranking.model import RankingConfig  # pylint: disable=g-import-not-at-top
-  from tfrs_pipeline import cascade, cascade_eval  # pylint: disable=g-import-not-at-top
-  data = pipeline.load_data(pipeline.DataConfig(
-      raw_data=_raw_dir(), data_dir=real_run["data_dir"]),
-      log=lambda *a: None)
+  from tfrs_pipeline.app import cascade, cascade_eval  # pylint: disable=g-import-not-at-top
+  data_config = pipeline.DataConfig(raw_data=_raw_dir(),
+                                    data_dir=real_run["data_dir"])
+  data = pipeline.load_data(data_config, log=lambda *a: None)
   config = cascade.CascadeConfig(two_tower=100, ease=100, ease_liked=50,
                                  popularity=20, list_size=150)
   export = os.path.join(real_run["run_dir"], "export")
@@ -97,8 +97,8 @@ def test_real_two_stage_beats_its_sources_order(real_run, tmp_path):
       RankingConfig(epochs=1, max_train_seconds=0), config,
       log=lambda *a: None)
   assert metrics["labels_in_lists"] > 10_000
-  cascade.train_sources(data, str(tmp_path / "sources"), config,
-                        log=lambda *a: None)
+  cascade.train_sources(data, data_config, str(tmp_path / "sources"),
+                        config, log=lambda *a: None)
   fitted = cascade.FittedSources.load(
       str(tmp_path / "sources" / cascade.SOURCES_EXPORT))
   system = cascade_eval.Cascade(

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from test_recommend import _CACHE, small_runs  # noqa: F401  pylint: disable=unused-import
-from tfrs_pipeline import e2e
+from tfrs_pipeline.app import e2e
 
 
 def server_value(small_runs_):  # pylint: disable=redefined-outer-name
@@ -18,10 +18,7 @@ def server_value(small_runs_):  # pylint: disable=redefined-outer-name
   if "server" not in _CACHE:
     port = e2e.free_port()
     log = os.path.join(small_runs_["runs"], f"serve-{port}.log")
-    proc = e2e.start_server(
-        small_runs_["runs"], port,
-        [f"--raw_data={small_runs_['raw']}",
-         f"--data_dir={small_runs_['data_dir']}"], log)
+    proc = e2e.start_server(small_runs_["runs"], port, (), log)
     atexit.register(e2e.stop_server, proc)
     url = f"http://127.0.0.1:{port}"
     first = None  # the first /health answer that came back
@@ -196,8 +193,8 @@ def _all_ratings(raw_dir):
 
 
 def test_recommend_excludes_all_ratings(client, small_runs, fake_data):  # pylint: disable=redefined-outer-name
-  from tfrs_pipeline import recommend  # pylint: disable=g-import-not-at-top
-  test = recommend._to_numpy(fake_data.test, ("user_id", "movie_id"))  # pylint: disable=protected-access
+  from tfrs_pipeline.app import catalog as catalog_lib  # pylint: disable=g-import-not-at-top
+  test = catalog_lib._to_numpy(fake_data.test, ("user_id", "movie_id"))  # pylint: disable=protected-access
   in_test = {}
   for u, m in zip(test["user_id"], test["movie_id"]):
     in_test.setdefault(u, set()).add(m)

@@ -1,9 +1,10 @@
-"""The sections of `make bench` and the Markdown report (see `bench.py`)."""
+"""The sections of `make bench` and the Markdown report (see `bench_common.py`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import shutil
 from typing import Any, Callable, Dict, List
@@ -11,7 +12,16 @@ from typing import Any, Callable, Dict, List
 import numpy as np
 
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
-from tfrs_pipeline import bench, metrics, pipeline, runs
+from ranking import baselines as kb
+from ranking import train as ktrain
+from ranking.model import RankingConfig
+from retrieval import baselines as rb
+from retrieval import index_bench
+from retrieval import train as rtrain
+from retrieval.model import RetrievalConfig
+from tfrs_pipeline import metrics, pipeline, runs
+from tfrs_pipeline.app import bench_common, cascade, cascade_eval, e2e
+from tfrs_pipeline.app import train_commands
 
 RETRIEVAL_KEYS = ["top_1_accuracy", "top_5_accuracy", "top_10_accuracy",
                   "top_50_accuracy", "top_100_accuracy", "recall_at_10",
@@ -32,8 +42,8 @@ class Context:
     return path
 
   @functools.cached_property
-  def frames(self) -> bench.Frames:
-    return bench.load_frames(self.data_config)
+  def frames(self) -> bench_common.Frames:
+    return bench_common.load_frames(self.data_config)
 
 
 def _pick(m: Dict[str, Any], keys: List[str]) -> Dict[str, float]:
@@ -46,9 +56,7 @@ def _pick(m: Dict[str, Any], keys: List[str]) -> Dict[str, float]:
 
 def retrieval_section(ctx: Context) -> Callable[[], Dict]:
   def run():
-    from retrieval import baselines as rb  # pylint: disable=g-import-not-at-top
-    from retrieval import train as rtrain  # pylint: disable=g-import-not-at-top
-    config = rtrain.RetrievalConfig()
+    config = RetrievalConfig()
     model = rtrain.train_and_evaluate(config, ctx.data_config,
                                       ctx.fresh_run_dir("retrieval"))
     f = ctx.frames
@@ -89,12 +97,12 @@ def retrieval_section(ctx: Context) -> Callable[[], Dict]:
         "checks": {
             "top_100_accuracy": ours["top_100_accuracy"],
             "top_100_accuracy_target": 0.22,
-            "top_100_vs_best_peer_ratio": bench.ratio(
+            "top_100_vs_best_peer_ratio": bench_common.ratio(
                 ours["top_100_accuracy"], best_peer_top100),
-            "recall_at_20_vs_ease_ratio": bench.ratio(
+            "recall_at_20_vs_ease_ratio": bench_common.ratio(
                 ours["recall_at_20"], best_recall[1]["recall_at_20"]),
             "recall_at_20_vs_ease_target": 0.95,
-            "capped_recall_at_20_vs_ease_ratio": bench.ratio(
+            "capped_recall_at_20_vs_ease_ratio": bench_common.ratio(
                 ours.get("capped_recall_at_20", float("nan")),
                 max(m["capped_recall_at_20"] for _, m, _ in sweep)),
             "scann_recall_at_100_vs_brute_force": model.get(
@@ -113,16 +121,14 @@ def retrieval_section(ctx: Context) -> Callable[[], Dict]:
 
 def index_section(ctx: Context) -> Callable[[], Dict]:
   def run():
-    from retrieval import index  # pylint: disable=g-import-not-at-top
-    from retrieval import train as rtrain  # pylint: disable=g-import-not-at-top
-    dim = rtrain.RetrievalConfig().output_dim
-    rows = index.synthetic_tradeoff(num_vectors=ctx.flags.synthetic_vectors,
+    dim = RetrievalConfig().output_dim
+    rows = index_bench.synthetic_tradeoff(num_vectors=ctx.flags.synthetic_vectors,
                                     dim=dim)
     png = os.path.join(ctx.out_dir, "scann_tradeoff.png")
-    index.plot_tradeoff(rows, png)
+    index_bench.plot_tradeoff(rows, png)
     return {"num_vectors": ctx.flags.synthetic_vectors, "dim": dim,
             "rows": rows, "plot": os.path.basename(png),
-            "markdown": index.tradeoff_markdown(rows)}
+            "markdown": index_bench.tradeoff_markdown(rows)}
   return run
 
 
@@ -132,8 +138,6 @@ def index_section(ctx: Context) -> Callable[[], Dict]:
 
 def ranking_section(ctx: Context) -> Callable[[], Dict]:
   def run():
-    from ranking import baselines as kb  # pylint: disable=g-import-not-at-top
-    from ranking import train as ktrain  # pylint: disable=g-import-not-at-top
     f = ctx.frames
     out: Dict[str, Any] = {"models": {}}
     # Rating prediction: the ranking models trained on ratings
@@ -141,7 +145,7 @@ def ranking_section(ctx: Context) -> Callable[[], Dict]:
     # ranker is trained on candidate lists (the e2e section).
     rating_data = dataclasses.replace(ctx.data_config, label_share=0.0)
     for name in ("dcn", "mmoe"):
-      config = ktrain.RankingConfig(model=name, examples="ratings",
+      config = RankingConfig(model=name, examples="ratings",
                                     score="engage_x_rating", epochs=6)
       m = ktrain.train_and_evaluate(config, rating_data,
                                     ctx.fresh_run_dir(f"ranking_{name}"))
@@ -169,17 +173,17 @@ def ranking_section(ctx: Context) -> Callable[[], Dict]:
                        seconds=r.seconds))
     dcn, mmoe = out["models"]["dcn"], out["models"]["mmoe"]
     out.update(rows=rows, checks={
-        "default_model": ktrain.RankingConfig().model,
+        "default_model": RankingConfig().model,
         "dcn_rmse": dcn["rmse"], "mmoe_rmse": mmoe["rmse"],
         "rmse_target": 0.850, "rmse_goal": 0.840,
-        "mmoe_vs_dcn_rmse_ratio": bench.ratio(mmoe["rmse"], dcn["rmse"]),
+        "mmoe_vs_dcn_rmse_ratio": bench_common.ratio(mmoe["rmse"], dcn["rmse"]),
         "mmoe_vs_dcn_rmse_ratio_target": 1.01,
         "mmoe_liked_auc": mmoe.get("liked_auc"),
         "biased_mf_liked_auc": mf_auc,
         "biased_mf_rmse": mf.metrics["rmse"],
-        "dcn_vs_biased_mf_rmse_ratio": bench.ratio(dcn["rmse"],
+        "dcn_vs_biased_mf_rmse_ratio": bench_common.ratio(dcn["rmse"],
                                                    mf.metrics["rmse"]),
-        "tfrs_tutorial_dcn_rmse_median": bench.median(tutorial),
+        "tfrs_tutorial_dcn_rmse_median": bench_common.median(tutorial),
         "tfrs_tutorial_dcn_rmse_std": float(np.std(tutorial)),
         "dcn_training_seconds": dcn.get("train_seconds"),
         "mmoe_training_seconds": mmoe.get("train_seconds"),
@@ -200,13 +204,11 @@ def e2e_section(ctx: Context) -> Callable[[], Dict]:
   offline quality on the test split through the exports, the held-out
   users as new users, and `/recommend` under load."""
   def run():
-    from ranking import train as ktrain  # pylint: disable=g-import-not-at-top
-    from tfrs_pipeline import cascade, cascade_eval, e2e, train_commands  # pylint: disable=g-import-not-at-top
     data_config = dataclasses.replace(ctx.data_config,
                                       holdout_users=ctx.flags.e2e_holdout_users)
     root = ctx.fresh_run_dir("two_stage")
     seconds = train_commands.train_all(root, data_config)
-    default = ktrain.RankingConfig(seed=data_config.seed)
+    default = RankingConfig(seed=data_config.seed)
     data = pipeline.load_data(ktrain.ranking_data_config(default,
                                                          data_config))
     config = cascade.CascadeConfig()
@@ -235,8 +237,7 @@ def e2e_section(ctx: Context) -> Callable[[], Dict]:
     new_users = cascade_eval.evaluate_new_users(system, data)
     users = sorted(set(data.seen_ratings.user_id))[:200]
     load = e2e.run_load_test_subprocess(
-        root, raw_data=data_config.raw_data, data_dir=data_config.data_dir,
-        split=data_config.split, user_ids=users,
+        root, user_ids=users,
         concurrency=ctx.flags.load_concurrency,
         total_requests=ctx.flags.load_requests)
     train_parts = ("retrieval", "data", "sources", "ranking")
@@ -261,14 +262,14 @@ def _two_stage_checks(quality, new_users, default: str) -> Dict[str, Any]:
   peer, peer_value = _best(m, ("source/", "peer/ease"))
   out = {"served_ndcg_at_10": served, "best_single": peer,
          "best_single_ndcg_at_10": peer_value,
-         "ratio": bench.ratio(served, peer_value), "target": 1.10}
+         "ratio": bench_common.ratio(served, peer_value), "target": 1.10}
   for mode, q in new_users.items():
     mm = q["methods"]
     v = mm[f"two_stage/{default}"]["ndcg_at_10"]
     name, best = _best(mm, ("peer/",))
     out[f"new_users_{mode}"] = {"served_ndcg_at_10": v, "best_peer": name,
                                 "best_peer_ndcg_at_10": best,
-                                "ratio": bench.ratio(v, best)}
+                                "ratio": bench_common.ratio(v, best)}
   return out
 
 
@@ -310,7 +311,7 @@ def render_markdown(report: Dict[str, Any]) -> str:
         "capped recall = hits / min(k, |relevant|) (the definition behind "
         "the often-quoted EASE 0.408).",
         "",
-        bench.markdown_table(r["rows"], ["name"] + RETRIEVAL_KEYS[2:]
+        bench_common.markdown_table(r["rows"], ["name"] + RETRIEVAL_KEYS[2:]
                              + ["seconds"]), "",
         "| check | value | target | |", "|---|---|---|---|",
         f"| top-100 accuracy | {c['top_100_accuracy']:.4f} | >= 0.22 | "
@@ -346,7 +347,7 @@ def render_markdown(report: Dict[str, Any]) -> str:
         "The ranking models trained on ratings (`--examples ratings`, every "
         "train rating, like the peers); the served ranker is trained on "
         "candidate lists (see Two stages).", "",
-        bench.markdown_table(k["rows"], ["name", "rmse", "mae", "liked_auc",
+        bench_common.markdown_table(k["rows"], ["name", "rmse", "mae", "liked_auc",
                                          "seconds"]), "",
         "| check | value | target | |", "|---|---|---|---|",
         f"| default ranker ({default}) RMSE | {c[default + '_rmse']:.4f} | "
@@ -405,7 +406,7 @@ def _two_stage_markdown(e: Dict[str, Any]) -> List[str]:
       f"{cfg['ease']} EASE, {cfg['ease_liked']} EASE-liked, "
       f"{cfg['popularity']} popularity, merged to at most "
       f"{cfg['list_size']}).", "",
-      bench.markdown_table(_method_rows(q["methods"], q["candidate_recall"]),
+      bench_common.markdown_table(_method_rows(q["methods"], q["candidate_recall"]),
                            _TWO_STAGE_COLUMNS), "",
       "| check | value | target | |", "|---|---|---|---|",
       f"| served NDCG@10 / best single ({c['best_single']}) | "
@@ -427,7 +428,7 @@ def _two_stage_markdown(e: Dict[str, Any]) -> List[str]:
             "relevant = the rest rated >= 4")
     lines += [f"Held-out users ({nq['num_users']}, left out of every fit), "
               f"{what}:", "",
-              bench.markdown_table(_method_rows(nq["methods"]),
+              bench_common.markdown_table(_method_rows(nq["methods"]),
                                    _TWO_STAGE_COLUMNS[:-1]), ""]
   lines += ["Training time per part (s): " + ", ".join(
       f"{k} {v:.0f}" for k, v in e["train_seconds"].items()), "",
@@ -441,7 +442,6 @@ def _two_stage_markdown(e: Dict[str, Any]) -> List[str]:
 def _default_ranker() -> str:
   """The default ranking model (reports written before the checks named
   it)."""
-  from ranking.model import RankingConfig  # pylint: disable=g-import-not-at-top
   return RankingConfig().model
 
 
@@ -451,5 +451,4 @@ def _when(section) -> str:
 
 
 def _json(obj) -> str:
-  import json  # pylint: disable=g-import-not-at-top
   return json.dumps(runs._jsonable(obj), indent=2, sort_keys=True)  # pylint: disable=protected-access

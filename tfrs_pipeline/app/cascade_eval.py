@@ -37,7 +37,7 @@ import pandas as pd
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 
 from retrieval import baselines, sources as sources_lib
-from tfrs_pipeline import cascade as cascade_lib
+from tfrs_pipeline.app import cascade as cascade_lib
 from tfrs_pipeline import metrics, pipeline
 
 KS = (10, 20)

@@ -1,5 +1,6 @@
-"""`tfrs-pipeline train sources|ranking|all`: the two-stage parts.
+"""`tfrs-pipeline train retrieval|sources|ranking|all`.
 
+    tfrs-pipeline train retrieval --run_dir runs/retrieval [--epochs ...]
     tfrs-pipeline train sources --sources_run runs/sources
     tfrs-pipeline train ranking --run_dir runs/ranking \
         --retrieval_run runs/retrieval [--model mmoe|dcn]
@@ -14,7 +15,6 @@ with their default configurations, which is what `make train` does.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from typing import Optional
@@ -26,39 +26,45 @@ from ranking import train as ranking_train
 from ranking.model import RankingConfig
 from retrieval import train as retrieval_train
 from retrieval.model import RetrievalConfig
-from tfrs_pipeline import cascade, cli, pipeline
-from tfrs_pipeline import flags as common
+from tfrs_pipeline import errors, pipeline
+from tfrs_pipeline.app import cascade
+from tfrs_pipeline.app import flags as common
 
 FLAGS = flags.FLAGS
-HELP_MODULES = ("ranking.train",)  # where the RankingConfig flags live
-
-
-def _define_cascade_flags():
-  defaults = cascade.CascadeConfig()
-  for field in dataclasses.fields(cascade.CascadeConfig):
-    if field.name in FLAGS:
-      continue
-    value = getattr(defaults, field.name)
-    doc = (f"Candidates from the {field.name} source per request."
-           if field.name in cascade.SOURCES else
-           f"CascadeConfig.{field.name} (tfrs_pipeline/cascade.py).")
-    kind = "integer" if isinstance(value, int) else "float"
-    getattr(flags, f"DEFINE_{kind}")(field.name, value, doc)
 
 
 def _cascade_config() -> cascade.CascadeConfig:
-  try:
-    return cascade.CascadeConfig(**{
-        f.name: FLAGS[f.name].value
-        for f in dataclasses.fields(cascade.CascadeConfig)})
-  except ValueError as e:
-    raise cli.UsageError(str(e)) from e
+  return common.config_from_flags(cascade.CascadeConfig)
+
+
+def define_retrieval_flags():
+  """Flags of `train retrieval` (RetrievalConfig)."""
+  if "run_dir" not in FLAGS:
+    flags.DEFINE_string("run_dir", "runs/retrieval", "Run directory.")
+  common.define_config_flags(RetrievalConfig,
+                             "RetrievalConfig.{name} (retrieval/model.py).",
+                             module_name=__name__)
+
+
+def retrieval_main(argv) -> None:
+  del argv
+  config = common.config_from_flags(RetrievalConfig)
+  retrieval_train.train_and_evaluate(config, common.data_config(),
+                                     FLAGS.run_dir)
 
 
 def define_flags():
-  """Flags of the ranking command (RankingConfig + CascadeConfig)."""
-  ranking_train.define_flags()
-  _define_cascade_flags()
+  """Flags of the two-stage commands (RankingConfig + CascadeConfig)."""
+  if "run_dir" not in FLAGS:
+    flags.DEFINE_string("run_dir", "runs/ranking", "Run directory.")
+  common.define_config_flags(
+      RankingConfig, "RankingConfig.{name} (see ranking/model.py).",
+      skip=("seed",), enums={"model": ("dcn", "mmoe")},
+      module_name=__name__)
+  common.define_config_flags(
+      cascade.CascadeConfig,
+      "CascadeConfig.{name} (tfrs_pipeline/app/cascade.py).",
+      skip=("seed",), module_name=__name__)
   if "retrieval_run" not in FLAGS:
     flags.DEFINE_string("retrieval_run", "runs/retrieval",
                         "Retrieval run whose export is the two-tower "
@@ -73,17 +79,14 @@ def define_flags():
 def _export_dir(retrieval_run: str) -> str:
   path = os.path.join(retrieval_run, "export")
   if not os.path.exists(os.path.join(path, "candidates.npz")):
-    raise cli.UsageError(f"no retrieval export in {path}: run `tfrs-pipeline "
+    raise errors.MissingError(f"no retrieval export in {path}: run `tfrs-pipeline "
                          "train retrieval` first (or make train)")
   return path
 
 
 def ranking_main(argv) -> None:
   del argv
-  try:
-    config = ranking_train.config_from_flags()
-  except ValueError as e:
-    raise cli.UsageError(str(e)) from e
+  config = common.config_from_flags(RankingConfig)
   data_config = common.data_config()
   if config.examples == "ratings":
     ranking_train.train_and_evaluate(config, data_config, FLAGS.run_dir)
@@ -103,8 +106,10 @@ def train_ranking(config: RankingConfig, cascade_config: cascade.CascadeConfig,
 
 def sources_main(argv) -> None:
   del argv
-  data = pipeline.load_data(common.data_config())
-  cascade.train_sources(data, FLAGS.sources_run, _cascade_config())
+  data_config = common.data_config()
+  data = pipeline.load_data(data_config)
+  cascade.train_sources(data, data_config, FLAGS.sources_run,
+                        _cascade_config())
 
 
 def train_all(runs: str, data_config: pipeline.DataConfig,
@@ -128,8 +133,8 @@ def train_all(runs: str, data_config: pipeline.DataConfig,
       ranking_train.ranking_data_config(config, data_config), log=log)
   seconds["data"] = time.time() - start
   start = time.time()
-  cascade.train_sources(data, os.path.join(runs, "sources"), cascade_config,
-                        log)
+  cascade.train_sources(data, data_config, os.path.join(runs, "sources"),
+                        cascade_config, log)
   seconds["sources"] = time.time() - start
   start = time.time()
   cascade.train_ranker(data, os.path.join(runs, "retrieval", "export"),

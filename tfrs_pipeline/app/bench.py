@@ -24,17 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
-import statistics
 import time
-from typing import Callable, Dict, List
 
 from absl import flags
 
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
-from data import raw, splits
-from tfrs_pipeline import flags as common
-from tfrs_pipeline import runs
+from tfrs_pipeline import errors, runs
+from tfrs_pipeline.app import bench_common, bench_sections
+from tfrs_pipeline.app import flags as common
 
 FLAGS = flags.FLAGS
 SECTIONS = ("retrieval", "index", "ranking", "e2e")
@@ -56,94 +53,15 @@ flags.DEFINE_float("e2e_holdout_users", 0.1,
                    "fit (evaluated as new users).")
 
 
-@dataclasses.dataclass
-class Frames:
-  """Train/test ratings as DataFrames (the same rows as the TFDS splits)."""
-  train: "pd.DataFrame"  # noqa: F821
-  test: "pd.DataFrame"  # noqa: F821
-  movie_ids: List[str]
-
-
-def load_frames(data_config) -> Frames:
-  raw_dir = raw.resolve_raw_dir(data_config.raw_data)
-  if raw_dir is None:
-    raise raw.MissingDataError("the bench reads the real raw files. "
-                               + raw.HOW_TO_SUPPLY)
-  data = raw.load_raw(raw_dir, data_config.on_bad_line)
-  examples = raw.ratings_examples(data)
-  test = splits.test_mask(data.ratings, data_config.split)
-  return Frames(train=examples[~test].reset_index(drop=True),
-                test=examples[test].reset_index(drop=True),
-                movie_ids=list(data.movies.movie_id))
-
-
-def ratio(a: float, b: float) -> float:
-  return float(a) / float(b) if b else float("nan")
-
-
-def _fmt(v) -> str:
-  if isinstance(v, float):
-    return f"{v:.4f}" if abs(v) < 100 else f"{v:,.0f}"
-  if isinstance(v, int):
-    return f"{v:,}"
-  return str(v)
-
-
-def markdown_table(rows: List[Dict], columns: List[str]) -> str:
-  lines = ["| " + " | ".join(columns) + " |",
-           "|" + "---|" * len(columns)]
-  for row in rows:
-    lines.append("| " + " | ".join(_fmt(row.get(c, "")) for c in columns)
-                 + " |")
-  return "\n".join(lines)
-
-
-def machine() -> Dict[str, object]:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return {
-      "platform": platform.platform(),
-      "python": platform.python_version(),
-      "cpus": os.cpu_count(),
-      "tensorflow": tf.__version__,
-      "load_average_at_start": os.getloadavg()[0],
-  }
-
-
-def median(values) -> float:
-  return float(statistics.median(values))
-
-
-def run_sections(sections: Dict[str, Callable[[], Dict]], names: List[str],
-                 on_done: Callable[[str, Dict], None], log=print) -> None:
-  """Runs each section; a failing section is recorded, not fatal."""
-  for name in names:
-    log(f"[bench] === {name} ===")
-    started = time.strftime("%FT%T%z")
-    with runs.Timer() as t:
-      try:
-        result = sections[name]()
-      except Exception as e:  # pylint: disable=broad-except
-        import traceback  # pylint: disable=g-import-not-at-top
-        traceback.print_exc()
-        result = {"error": f"{type(e).__name__}: {e}"}
-    result["section_seconds"] = t.seconds
-    result["measured_at"] = started
-    log(f"[bench] {name} done in {t.seconds:.0f} s")
-    on_done(name, result)
-
-
 def main(argv):
   del argv
-  # Filled in by the stage sections below (see bench_sections.py).
-  from tfrs_pipeline import bench_sections  # pylint: disable=g-import-not-at-top
   data_config = common.data_config()
   unknown = set(FLAGS.sections) - set(SECTIONS)
   if unknown:
-    from tfrs_pipeline.cli import UsageError  # pylint: disable=g-import-not-at-top
-    raise UsageError(f"unknown bench sections {sorted(unknown)}; choose from "
+    raise errors.ConfigError(f"unknown bench sections {sorted(unknown)}; choose from "
                      f"{SECTIONS}")
   os.makedirs(FLAGS.out_dir, exist_ok=True)
-  report = {"machine": machine(), "started_at": time.strftime("%FT%T%z"),
+  report = {"machine": bench_common.machine(), "started_at": time.strftime("%FT%T%z"),
             "data_config": dataclasses.asdict(data_config)}
   ctx = bench_sections.Context(data_config=data_config,
                                out_dir=FLAGS.out_dir, flags=FLAGS)
@@ -163,7 +81,7 @@ def main(argv):
     with open(os.path.join(FLAGS.out_dir, "report.md"), "w") as f:
       f.write(bench_sections.render_markdown(report))
 
-  run_sections(sections, ordered, write)
+  bench_common.run_sections(sections, ordered, write)
   with open(os.path.join(FLAGS.out_dir, "report.md")) as f:
     print(f.read())
   print(f"[bench] wrote {previous} and report.md")

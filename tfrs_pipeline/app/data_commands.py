@@ -1,26 +1,29 @@
 """`tfrs-pipeline data prepare|describe` and `tfrs-pipeline eda`."""
 
 import json
+import sys
 
 from absl import flags
 
+from data import eda, raw
 from tfrs_pipeline import dataset
-from tfrs_pipeline import flags as common
+from tfrs_pipeline.app import flags as common
 
 FLAGS = flags.FLAGS
-flags.DEFINE_boolean("json", False, "describe: print JSON only.")
-flags.DEFINE_boolean("overwrite", False, "prepare: rebuild even if current.")
-flags.DEFINE_list("configs", list(dataset.DEFAULT_CONFIGS),
-                  "prepare: TFDS configs to build (random, temporal, movies, "
-                  "users).")
-flags.DEFINE_string("out_dir", "reports/eda", "eda: output directory.")
-flags.DEFINE_integer("min_count", 50,
-                     "eda: minimum ratings for best-rated rankings.")
+for _kind, _name, _default, _doc in (
+    ("boolean", "json", False, "describe: print JSON only."),
+    ("boolean", "overwrite", False, "prepare: rebuild even if current."),
+    ("list", "configs", list(dataset.DEFAULT_CONFIGS),
+     "prepare: TFDS configs to build (random, temporal, movies, users)."),
+    ("string", "out_dir", "reports/eda", "eda: output directory."),
+    ("integer", "min_count", 50,
+     "eda: minimum ratings for best-rated rankings.")):
+  if _name not in FLAGS:  # another command module may share the name
+    getattr(flags, f"DEFINE_{_kind}")(_name, _default, _doc)
 
 
 def _log(*args):
   # Progress goes to stderr so `describe --json` stays parseable.
-  import sys  # pylint: disable=g-import-not-at-top
   print(*args, file=sys.stderr)
 
 
@@ -51,7 +54,6 @@ def describe_main(argv):
 
 def eda_main(argv):
   del argv
-  from data import eda, raw  # pylint: disable=g-import-not-at-top
   raw_dir = raw.resolve_raw_dir(FLAGS.raw_data)
   if raw_dir is None:
     raise raw.MissingDataError("eda reads the raw files. " + raw.HOW_TO_SUPPLY)

@@ -22,6 +22,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+import httpx
+
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 
 # --------------------------------------------------------------------------
@@ -30,7 +32,6 @@ import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 
 async def _load(base_url: str, user_ids: Sequence[str], concurrency: int,
                 total_requests: int, timeout_s: float, k: int) -> Dict:
-  import httpx  # pylint: disable=g-import-not-at-top
   latencies: List[float] = []
   errors = 0
   next_i = 0
@@ -89,7 +90,6 @@ def free_port() -> int:
 
 def wait_ready(base_url: str, timeout_s: float = 300, proc=None) -> dict:
   """Polls /health until 200; raises if `proc` exits or time runs out."""
-  import httpx  # pylint: disable=g-import-not-at-top
   deadline = time.time() + timeout_s
   last = None
   while time.time() < deadline:
@@ -108,12 +108,13 @@ def wait_ready(base_url: str, timeout_s: float = 300, proc=None) -> dict:
   raise TimeoutError(f"server not ready after {timeout_s} s ({last})")
 
 
-def start_server(runs_dir: str, port: int, data_flags: Sequence[str] = (),
+def start_server(runs_dir: str, port: int, flags: Sequence[str] = (),
                  log_path: Optional[str] = None) -> subprocess.Popen:
-  """`tfrs-pipeline serve` on 127.0.0.1:port (stdout+stderr to log_path)."""
-  cmd = [sys.executable, "-c", "from tfrs_pipeline import cli; cli.run()",
+  """`tfrs-pipeline serve` of RUNS's exports on 127.0.0.1:port, with more
+  `flags` (stdout+stderr to log_path)."""
+  cmd = [sys.executable, "-c", "from tfrs_pipeline.app import cli; cli.run()",
          "serve", f"--runs={runs_dir}", f"--port={port}",
-         "--host=127.0.0.1", "--log_level=warning", *data_flags]
+         "--host=127.0.0.1", "--log_level=warning", *flags]
   out = open(log_path, "wb") if log_path else subprocess.DEVNULL  # pylint: disable=consider-using-with
   return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
 
@@ -128,10 +129,7 @@ def stop_server(proc: subprocess.Popen) -> None:
       proc.wait()
 
 
-def run_load_test_subprocess(runs_dir: str, raw_data: Optional[str] = None,
-                             data_dir: Optional[str] = None,
-                             split: str = "random",
-                             on_bad_line: str = "error",
+def run_load_test_subprocess(runs_dir: str,
                              user_ids: Optional[Sequence[str]] = None,
                              concurrency: int = 8, total_requests: int = 500,
                              timeout_s: float = 60,
@@ -142,14 +140,11 @@ def run_load_test_subprocess(runs_dir: str, raw_data: Optional[str] = None,
 
   Returns load_test's dict plus `startup_s` and `server` (health info).
   """
-  flags = [f"--split={split}", f"--on_bad_line={on_bad_line}"]
-  flags += [f"--raw_data={raw_data}"] if raw_data else []
-  flags += [f"--data_dir={data_dir}"] if data_dir else []
   port = free_port()
   base = f"http://127.0.0.1:{port}"
   log_path = os.path.join(tempfile.mkdtemp(prefix="tfrs_serve_"), "serve.log")
   t0 = time.time()
-  proc = start_server(runs_dir, port, flags, log_path)
+  proc = start_server(runs_dir, port, (), log_path)
   try:
     health = wait_ready(base, startup_timeout_s, proc)
     startup = time.time() - t0
@@ -160,7 +155,7 @@ def run_load_test_subprocess(runs_dir: str, raw_data: Optional[str] = None,
             "concurrency": concurrency, "total_requests": total_requests,
             "timeout_s": timeout_s}
     gen = subprocess.run(
-        [sys.executable, "-m", "tfrs_pipeline.e2e", json.dumps(args)],
+        [sys.executable, "-m", "tfrs_pipeline.app.e2e", json.dumps(args)],
         capture_output=True, text=True, timeout=timeout_s + 60, check=False)
     if gen.returncode != 0:
       raise RuntimeError(f"load generator failed: {gen.stderr[-2000:]}")
@@ -176,5 +171,5 @@ def run_load_test_subprocess(runs_dir: str, raw_data: Optional[str] = None,
 
 
 if __name__ == "__main__":
-  # Load generator process: python -m tfrs_pipeline.e2e '{"base_url": ...}'
+  # Load generator process: python -m tfrs_pipeline.app.e2e '{"base_url": ...}'
   print(json.dumps(load_test(**json.loads(sys.argv[1]))))

@@ -3,8 +3,8 @@
 The retrieval SavedModel holds a ScaNN index, whose ops the plain
 `saved_model_cli` does not know (`Op type not registered 'Scann>...'`):
 
-    python -m tfrs_pipeline.saved_model_cli show --dir DIR --all
-    python -m tfrs_pipeline.saved_model_cli run --dir DIR --tag_set serve \\
+    python -m tfrs_pipeline.app.saved_model_cli show --dir DIR --all
+    python -m tfrs_pipeline.app.saved_model_cli run --dir DIR --tag_set serve \\
         --signature_def serving_default --input_exprs 'user_id=["42"]'
 """
 

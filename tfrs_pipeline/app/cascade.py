@@ -49,6 +49,7 @@ from ranking.model import LIST_MASK, RankingConfig
 from ranking.train import Lists
 from retrieval import sources as sources_lib
 from tfrs_pipeline import export, features, pipeline, runs
+from tfrs_pipeline.app import catalog as catalog_lib
 
 SOURCES = tuple(features.CANDIDATE_SOURCES)
 LIKED = 4.0
@@ -67,8 +68,9 @@ class CascadeConfig:
   ease_liked: int = 100
   popularity: int = 50
   list_size: int = 300  # merged candidates ranked per request
-  ease_l2: float = 500.0
-  ease_neighbours: int = 200  # stored neighbours per movie (sparse)
+  ease_l2: float = 1000.0
+  ease_liked_l2: float = 500.0
+  ease_neighbours: int = 300  # stored neighbours per movie (largest |B|)
   # The segment's counts + shrinkage x its size x the overall shares.
   popularity_shrinkage: float = 0.1
   # Training lists of new users: for this share of the users (seeded),
@@ -190,10 +192,10 @@ class FittedSources:
           movie_ids: np.ndarray, config: CascadeConfig) -> "FittedSources":
     ease = sources_lib.ItemToItem.fit(
         ratings, movie_ids, config.ease_l2, config.ease_neighbours,
-        name="ease")
+        name="ease", positive_only=False)
     liked = sources_lib.ItemToItem.fit(
-        ratings, movie_ids, config.ease_l2, config.ease_neighbours,
-        min_rating=LIKED, name="ease_liked")
+        ratings, movie_ids, config.ease_liked_l2, config.ease_neighbours,
+        min_rating=LIKED, name="ease_liked", positive_only=False)
     popularity = sources_lib.Popularity.fit(
         ratings, users, movie_ids, shrinkage=config.popularity_shrinkage)
     return cls(ease, liked, popularity)
@@ -518,12 +520,15 @@ def read_config(directory: str) -> CascadeConfig:
 SOURCES_EXPORT = os.path.join("export", "sources")
 
 
-def train_sources(data: pipeline.Data, run_dir: str, config: CascadeConfig,
-                  log=print) -> Dict[str, object]:
+def train_sources(data: pipeline.Data, data_config: pipeline.DataConfig,
+                  run_dir: str, config: CascadeConfig, log=print
+                  ) -> Dict[str, object]:
   """Fits the served sources on every train rating the data holds (fit
-  part + labels) into RUN/export/sources/ with `cascade.json`."""
+  part + labels) into RUN/export/sources/ with `cascade.json` and the
+  catalogue serving reads (`catalog.npz`: movies, users, every rating of
+  the dataset, see `catalog.save_catalog`)."""
   run = runs.RunDir(run_dir)
-  run.write_config(cascade=config)
+  run.write_config(cascade=config, data=data_config)
   start = time.time()
   users = pd.DataFrame({k: v for k, v in data.table("users").items()
                         if k != "user_history"})
@@ -534,6 +539,9 @@ def train_sources(data: pipeline.Data, run_dir: str, config: CascadeConfig,
   tmp = f"{directory}.tmp-{os.getpid()}"
   fitted.save(tmp)
   write_config(tmp, config)
+  table, is_test = catalog_lib.build_catalog(data_config, log=log)
+  catalog_lib.save_catalog(os.path.join(tmp, catalog_lib.CATALOG_FILE),
+                           table, is_test)
   if os.path.exists(directory):
     old = f"{directory}.old-{os.getpid()}"
     os.replace(directory, old)
@@ -545,8 +553,8 @@ def train_sources(data: pipeline.Data, run_dir: str, config: CascadeConfig,
              "ratings": int(len(data.seen_ratings)), "export": directory}
   run.write_metrics(metrics)
   log(f"[sources] fitted EASE, EASE-liked, popularity on "
-      f"{len(data.seen_ratings)} ratings in {metrics['seconds']:.0f}s "
-      f"-> {directory}")
+      f"{len(data.seen_ratings)} ratings, wrote the catalogue, in "
+      f"{metrics['seconds']:.0f}s -> {directory}")
   return metrics
 
 

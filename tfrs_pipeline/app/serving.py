@@ -1,0 +1,330 @@
+"""HTTP service: FastAPI routes over `recommender.Recommender`
+(`serving_cli`: `tfrs-pipeline serve`, uvicorn).
+
+    GET  /recommend?user_id=42&k=10   known user
+    POST /recommend                   a new user: {"ratings": [{"movie_id",
+                                       "rating"}, ...]} and/or all four of
+                                       "age", "gender", "occupation", "zip";
+                                       "k"; or {"user_id", "k"}
+    GET  /movies?q=matrix&limit=10    title search (to pick movies to rate)
+    GET  /similar?movie_id=1&k=10     nearest movies (candidate embeddings)
+    GET  /users/{id}/ratings?limit=   the user's most recent ratings
+    GET  /health                      503 while loading, then 200 + info
+    GET  /meta                        allowed values and example user ids
+    GET  /                            web page (static/, no internet needed)
+    GET  /docs, /openapi.json         OpenAPI
+
+Models and tables load in a background thread started by the lifespan
+hook, so the port opens at once and `/health` says when it is ready.
+Errors are JSON `{"error": "..."}`: 400 (malformed JSON), 404 (unknown
+id: user, or movie in `/similar` or in a new user's `ratings`), 413 (body
+over `max_body_bytes`), 422 (invalid values), 503 (not ready).
+
+Known users are never recommended a movie they rated anywhere in the data
+(`--history=all`, the default; `--history=train` drops only the train
+split's, as the offline evaluation does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from typing import Callable, List, Optional
+
+import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
+
+import fastapi
+from fastapi import exceptions as fastapi_exceptions
+from fastapi import responses, staticfiles
+import pydantic
+from starlette import exceptions as starlette_exceptions
+
+from tfrs_pipeline.app import catalog, recommender
+
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                          "static")
+MAX_BODY_BYTES = 64 * 1024
+MAX_K = 100
+MAX_RATINGS = 500
+log = logging.getLogger("tfrs_pipeline.app.serving")
+
+
+class RatingIn(pydantic.BaseModel):
+  """One movie a new user rated (or just likes: `rating` null)."""
+  model_config = pydantic.ConfigDict(extra="forbid")
+  movie_id: str = pydantic.Field(..., min_length=1, max_length=32,
+                                 description="MovieLens movie id (see /movies)")
+  rating: Optional[pydantic.StrictFloat] = pydantic.Field(
+      None, description="1 to 5; null: rated without a value")
+
+  @pydantic.field_validator("movie_id", mode="before")
+  @classmethod
+  def _movie_id(cls, v):
+    if isinstance(v, int) and not isinstance(v, bool):
+      return str(v)
+    if not isinstance(v, str):
+      raise ValueError("movie_id must be a string or an integer")
+    return v
+
+
+class NewUser(pydantic.BaseModel):
+  """A recommendation request: a known `user_id`, or a new user's ratings
+  and/or demographics (all four of age, gender, occupation, zip)."""
+  model_config = pydantic.ConfigDict(extra="forbid")
+  ratings: Optional[List[RatingIn]] = pydantic.Field(
+      None, description=f"new user: movies they rated (at most "
+      f"{MAX_RATINGS}; first = most recent); never recommended back")
+  user_id: Optional[str] = pydantic.Field(
+      None, max_length=32, description="known MovieLens user id")
+  age: Optional[int] = pydantic.Field(
+      None, ge=1, le=120, description="age in years (bucketized: 30 -> 25)")
+  gender: Optional[str] = pydantic.Field(None, max_length=8,
+                                         description="M or F")
+  occupation: Optional[str] = pydantic.Field(
+      None, max_length=64, description="e.g. programmer (see /meta)")
+  zip: Optional[str] = pydantic.Field(None, max_length=10,
+                                      description="5-digit zip code")
+  k: int = pydantic.Field(10, ge=1, le=MAX_K)
+
+
+class _BodyTooLarge(starlette_exceptions.HTTPException):
+  def __init__(self, limit: int):
+    super().__init__(413, f"request body over {limit} bytes")
+
+
+class BodyLimit:
+  """ASGI middleware: 413 for bodies over `max_bytes` (declared or
+  streamed)."""
+
+  def __init__(self, app, max_bytes: int = MAX_BODY_BYTES):
+    self.app, self.max_bytes = app, max_bytes
+
+  async def __call__(self, scope, receive, send):
+    if scope["type"] != "http":
+      return await self.app(scope, receive, send)
+    for k, v in scope.get("headers", ()):
+      if k == b"content-length" and v.isdigit() and int(v) > self.max_bytes:
+        response = _error(413, f"request body over {self.max_bytes} bytes")
+        return await response(scope, receive, send)
+    seen = 0
+
+    async def limited():
+      nonlocal seen
+      message = await receive()
+      if message["type"] == "http.request":
+        seen += len(message.get("body", b""))
+        if seen > self.max_bytes:
+          raise _BodyTooLarge(self.max_bytes)
+      return message
+
+    return await self.app(scope, limited, send)
+
+
+def _error(code: int, message: str, **extra) -> responses.JSONResponse:
+  return responses.JSONResponse({"error": message, **extra},
+                                status_code=code)
+
+
+class State:
+  """What the loader thread fills in; `/health` reads it."""
+
+  def __init__(self):
+    self.recommender = None
+    self.error: Optional[str] = None
+    self.started = time.time()
+    self.ready_seconds: Optional[float] = None
+    self.stage = "starting"
+
+
+def create_app(load: Callable[[State], object],
+               max_body_bytes: int = MAX_BODY_BYTES) -> fastapi.FastAPI:
+  """The app. `load(state)` runs in a background thread at startup and
+  returns a `recommender.Recommender` (it may set `state.stage`)."""
+  state = State()
+
+  def loader():
+    try:
+      state.recommender = load(state)
+      state.ready_seconds = round(time.time() - state.started, 2)
+      state.stage = "ready"
+      log.warning("ready after %.1f s", state.ready_seconds)
+    except Exception as e:  # pylint: disable=broad-except
+      state.error = f"{type(e).__name__}: {e}"
+      state.stage = "failed"
+      log.exception("loading failed")
+
+  @contextlib.asynccontextmanager
+  async def lifespan(_):
+    threading.Thread(target=loader, name="model-loader", daemon=True).start()
+    yield
+
+  app = fastapi.FastAPI(
+      title="tfrs-pipeline recommender",
+      description="Two-stage movie recommendations (TFRS retrieval + "
+      "ranking) on MovieLens-1M with director and star.",
+      version=tfrs_pipeline.__version__, lifespan=lifespan)
+  app.state.recs = state
+  app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+  app.add_exception_handler(starlette_exceptions.HTTPException, _http_error)
+  app.add_exception_handler(fastapi_exceptions.RequestValidationError,
+                            _validation_error)
+  app.add_exception_handler(catalog.InvalidRequestError, _invalid_request)
+  app.add_exception_handler(Exception, _internal_error)
+  app.include_router(router)
+  app.mount("/static", staticfiles.StaticFiles(directory=STATIC_DIR),
+            name="static")
+  return app
+
+
+# --------------------------------------------------------------------------
+# Error handlers.
+
+
+async def _http_error(_, exc):
+  return _error(exc.status_code, str(exc.detail))
+
+
+async def _validation_error(_, exc):
+  problems = exc.errors()
+  if any(e.get("type") == "json_invalid" for e in problems):
+    return _error(400, "malformed JSON body")
+  parts = []
+  for e in problems:
+    where = ".".join(str(x) for x in e.get("loc", ())[1:]) or "body"
+    parts.append(f"{where}: {e.get('msg')}")
+  return _error(422, "; ".join(parts))
+
+
+async def _invalid_request(_, exc):
+  status = 404 if isinstance(exc, (catalog.UnknownUserError,
+                                   catalog.UnknownMovieError)) else 422
+  return _error(status, str(exc))
+
+
+async def _internal_error(_, exc):
+  log.exception("internal error: %s", exc)
+  return _error(500, "internal error")
+
+
+# --------------------------------------------------------------------------
+# Routes.
+
+router = fastapi.APIRouter()
+
+
+def _state(request: fastapi.Request) -> State:
+  return request.app.state.recs
+
+
+def ready(request: fastapi.Request):
+  """The recommender, or 503 while it loads (a route dependency)."""
+  state = _state(request)
+  if state.recommender is None:
+    raise starlette_exceptions.HTTPException(
+        503, f"not ready ({state.stage})"
+        + (f": {state.error}" if state.error else ""))
+  return state.recommender
+
+
+Ready = fastapi.Depends(ready)
+
+
+@router.get("/health", summary="Readiness: 503 until both models loaded")
+def health(request: fastapi.Request):
+  state = _state(request)
+  if state.recommender is None:
+    return _error(503, "loading" if not state.error else "failed",
+                  status=state.stage, detail=state.error,
+                  uptime_s=round(time.time() - state.started, 1))
+  return {"status": "ok", "ready_seconds": state.ready_seconds,
+          "models": state.recommender.info()}
+
+
+@router.get("/meta", summary="Allowed demographic values, example users")
+def meta(rec=Ready):
+  users = sorted(rec.catalog.user_row, key=lambda u: (len(u), u))
+  examples = [u for u in users[:500]
+              if rec.catalog.num_ratings(u) >= 5][:6]
+  return {"genders": list(catalog.GENDERS),
+          "age_buckets": [1, 18, 25, 35, 45, 50, 56],
+          "occupations": sorted(catalog.occupations()),
+          "example_user_ids": examples, "max_k": MAX_K,
+          "max_ratings": MAX_RATINGS}
+
+
+@router.get("/recommend", summary="Top-k movies for a known user")
+def recommend_get(user_id: str = fastapi.Query(..., max_length=32),
+                  k: int = fastapi.Query(10, ge=1, le=MAX_K), rec=Ready):
+  return {"user_id": user_id, "k": k, "items": rec.recommend(user_id, k)}
+
+
+@router.post("/recommend", summary="Top-k movies for a known or new user")
+def recommend_post(body: NewUser, rec=Ready):
+  demo = (body.age, body.gender, body.occupation, body.zip)
+  if body.ratings is not None:
+    if body.user_id:
+      raise catalog.InvalidRequestError(
+          "send user_id or ratings, not both (ratings are for a new user)")
+    inputs = (None if all(v is None for v in demo)
+              else catalog.demographic_inputs(*demo))
+    ratings = catalog.validate_ratings(
+        [r.model_dump() for r in body.ratings], rec.catalog, MAX_RATINGS)
+    return {"user_id": None, "k": body.k, "ratings_used": len(ratings),
+            "cold_start": inputs,
+            "items": rec.recommend_for_ratings(ratings, inputs, body.k)}
+  if body.user_id and all(v is None for v in demo):
+    return {"user_id": body.user_id, "k": body.k,
+            "items": rec.recommend(body.user_id, body.k)}
+  if body.user_id and body.user_id in rec.catalog.user_row:
+    raise catalog.InvalidRequestError(
+        f"user {body.user_id!r} is known: send user_id or demographics, "
+        "not both")
+  inputs = catalog.demographic_inputs(*demo)
+  return {"user_id": None, "k": body.k, "cold_start": inputs,
+          "items": rec.recommend_new_user(*demo, k=body.k)}
+
+
+@router.get("/movies", summary="Movies whose title contains q")
+def movies(q: str = fastapi.Query(..., max_length=100,
+                                  description="part of a title; case, "
+                                  "accents and punctuation ignored"),
+           limit: int = fastapi.Query(10, ge=1, le=50), rec=Ready):
+  return {"query": q, "items": rec.catalog.search(q, limit)}
+
+
+@router.get("/similar", summary="Movies nearest to a movie")
+def similar(movie_id: str = fastapi.Query(..., max_length=32),
+            k: int = fastapi.Query(10, ge=1, le=MAX_K), rec=Ready):
+  return {"movie_id": movie_id, "k": k, "items": rec.similar(movie_id, k)}
+
+
+@router.get("/users/{user_id}/ratings", summary="A user's recent ratings")
+def ratings(user_id: str = fastapi.Path(..., max_length=32),
+            limit: int = fastapi.Query(20, ge=1, le=MAX_RATINGS), rec=Ready):
+  user = rec.catalog.user(user_id)
+  if user is None:
+    raise catalog.UnknownUserError(f"unknown user id {user_id!r}")
+  return {"user": user, "num_ratings": rec.catalog.num_ratings(user_id),
+          "ratings": rec.catalog.recent_ratings(user_id, limit)}
+
+
+@router.get("/", include_in_schema=False)
+def index():
+  return responses.FileResponse(os.path.join(STATIC_DIR, "index.html"))
+
+
+def runs_loader(runs_dir: str, history: str = "all",
+                num_candidates: int = 0) -> Callable[[State], object]:
+  """A `create_app` loader: everything from the exports under RUNS."""
+  def load(state: State):
+    state.stage = "loading models"
+    rec = recommender.Recommender.from_runs(
+        runs_dir, history=history, num_candidates=num_candidates)
+    rec.catalog.search("a", 1)  # builds the title index before /movies
+    state.stage = "warming up"
+    log.info("warm-up requests took %.1f s", rec.warm_up())
+    return rec
+  return load
