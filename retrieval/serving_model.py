@@ -173,12 +173,12 @@ def export_model(query_model: tf.keras.Model, users: Mapping[str, np.ndarray],
   with runs.Timer() as timer:
     stock = RetrievalServer(
         query_model, users,
-        index.build_scann(None, movie_ids, movie_embeddings, config), k,
+        index.build_brute_force(None, movie_ids, movie_embeddings, k=k), k,
         default_timestamp)
     tfserving = export.save_atomic(
         stock, os.path.join(export_dir, TFSERVING_MODEL,
                             str(TFSERVING_VERSION)),
-        signatures=stock.signature_map(), options=None,
+        signatures=stock.signature_map(), options=STOCK_OPS_SAVE_OPTIONS,
         log=log)
   log(f"[export] TF Serving model (stock ops, brute-force top-{k}) in "
       f"{timer.seconds:.1f} s: base path {os.path.dirname(tfserving)}")
