@@ -3,14 +3,14 @@ split, candidate sources and their merge, leak-free training lists, and
 the list ranker through its export."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
+import tensorflow as tf
 
 from test_recommend import small_runs  # noqa: F401  pylint: disable=unused-import
 from tfrs_pipeline import pipeline
-from tfrs_pipeline.app import cascade, cascade_eval
+from tfrs_pipeline.app import cascade, cascade_eval, cascade_graph
 
 
 def _quiet(*_):
@@ -75,9 +75,16 @@ def test_validation_replaces_test(fake_raw, fake_data_dir, fake_data):
   assert not valid & _pairs(data.seen_ratings)
 
 
-def test_round_robin():
-  assert cascade._round_robin([[1, 2, 3], [2, 5], [7]], 10) == [1, 2, 7, 5, 3]
-  assert cascade._round_robin([[1, 2, 3], [4, 5]], 3) == [1, 4, 2]
+def _round_robin(rows, size):
+  """The merge rule, spelled out: first of each list, then second, ...,
+  repeats dropped, up to `size`."""
+  seen, out = set(), []
+  for r in range(max(len(x) for x in rows)):
+    for row in rows:
+      if r < len(row) and row[r] not in seen:
+        seen.add(row[r])
+        out.append(row[r])
+  return out[:size]
 
 
 @pytest.fixture(scope="module")
@@ -86,47 +93,94 @@ def fitted(fake_data):
       fake_data, cascade.CascadeConfig(ease_neighbours=50))
 
 
-def test_candidates_exclude_history_and_carry_ranks(fitted):
-  config = cascade.CascadeConfig(ease=10, ease_liked=5, popularity=5,
-                                 list_size=15)
-  src = cascade.CandidateSources(fitted, None, config)
-  movies = list(src.catalogue)
+def _graph(fitted, **counts):  # pylint: disable=redefined-outer-name
+  config = cascade.CascadeConfig(**{"two_tower": 0, **counts})
+  return cascade_graph.CascadeGraph(fitted, None, {}, config)
+
+
+def test_candidates_merge_exclude_and_carry_ranks(fitted):  # pylint: disable=redefined-outer-name
+  graph = _graph(fitted, ease=10, ease_liked=5, popularity=5, list_size=15)
+  movies = list(graph.catalogue_ids)
   request = cascade.Request(history=movies[:6], ratings=[5, 4, 1, 2, 5, 3],
                             demographics={"user_gender": "F",
                                           "bucketized_user_age": "25"},
                             exclude=movies[6:8])
-  cand, = src.candidates([request])
-  assert len(cand.movie_ids) == 15 and len(set(cand.movie_ids)) == 15
-  assert not set(cand.movie_ids) & set(movies[:8])
-  for j, names in enumerate(cand.sources):
-    assert names, "every candidate was retrieved by some source"
-    for s in cascade.SOURCES:
-      assert (cand.inputs[f"{s}_rank"][j] > 0) == (s in names)
+  cold = cascade.Request(demographics={"user_gender": "M"})
+  inputs = graph.inputs([request, cold])
+  out = {k: v.numpy() for k, v in graph.candidates(inputs).items()}
+  scores = {k: v.numpy() for k, v in graph.source_scores(inputs).items()}
+  index = out["index"][0]
+  assert (index >= 0).all() and len(set(index)) == 15
+  assert not set(index) & set(range(8))  # history and exclude removed
+  # Each source's list: its best movies (ties: lower index), none excluded.
+  lists = {}
+  for s in ("ease", "ease_liked", "popularity"):
+    order = np.argsort(-scores[s][0], kind="stable")
+    lists[s] = [int(j) for j in order if np.isfinite(scores[s][0, j])][
+        :graph.counts[s]]
+    ranks = scores[f"{s}_rank"][0]
+    assert sorted(np.flatnonzero(ranks > 0)) == sorted(lists[s])
+    for pos, j in enumerate(lists[s], 1):
+      assert ranks[j] == pos
+  # The merge is the round-robin of the lists in `SOURCES` order.
+  rows = [lists[s] for s in cascade.SOURCES if s in lists]
+  assert list(index) == _round_robin(rows, 15)
+  for s in cascade.SOURCES:
+    got = out[f"{s}_rank"][0]
+    want = [lists[s].index(j) + 1 if s in lists and j in lists[s] else 0
+            for j in index]
+    assert list(got) == want
   # The two-tower source is absent here: rank 0 (not retrieved) for all.
-  assert not cand.inputs["two_tower_rank"].any()
-  # Ranks are positions in each source's own list.
-  scores, tops, _ = src.scores([request])
-  first = src.catalogue[tops["ease"][0][0]]
-  assert cand.inputs["ease_rank"][list(cand.movie_ids).index(first)] == 1
-  # `because` names a liked (>= 4) history movie when EASE-liked brought it.
-  liked = {m for m, r in zip(request.history, request.ratings) if r >= 4}
-  for j, names in enumerate(cand.sources):
-    if "ease_liked" in names and cand.because[j] is not None:
-      assert cand.because[j] in liked
-    if not {"ease", "ease_liked"} & set(names):
-      assert cand.because[j] is None
+  assert not out["two_tower_rank"].any()
+  # No history: the item-to-item sources retrieve nothing.
+  cold_index = out["index"][1]
+  assert not out["ease_rank"][1].any() and not out["ease_liked_rank"][1].any()
+  assert (cold_index[:graph.counts["popularity"]] >= 0).all()
+  # Scores are standardized over the non-excluded movies.
+  keep = np.isfinite(scores["ease"][0])
+  z = (scores["ease"][0][keep] - scores["ease"][0][keep].mean()) / \
+      scores["ease"][0][keep].std()
+  zz = dict(zip(np.flatnonzero(keep), z))
+  np.testing.assert_allclose(out["ease_score"][0],
+                             [zz[j] for j in index], rtol=1e-4, atol=1e-4)
 
 
-def test_lists_sources_never_saw_the_labels(fake_data, fitted):
+def test_because_names_the_liked_movie_with_the_largest_weight(fitted):  # pylint: disable=redefined-outer-name
+  graph = _graph(fitted, ease=10, ease_liked=5, popularity=5, list_size=15)
+  movies = list(graph.catalogue_ids)
+  history, ratings = movies[:6], [5, 4, 1, 2, 5, 3]
+  request = cascade.Request(history=history, ratings=ratings)
+  inputs = graph.inputs([request])
+  dense = {}
+  for s in ("ease", "ease_liked"):
+    src = getattr(fitted, s)
+    b = np.zeros((graph.n, graph.n), np.float32)
+    for i in range(graph.n):
+      b[i, src.neighbour_index[i]] += src.neighbour_weight[i]
+    dense[s] = b
+  top = np.asarray([[j for j in range(graph.n) if j >= 6][:12]], np.int32)
+  retrieved = np.ones_like(top, bool)
+  got = graph._because(inputs, tf.constant(top), tf.constant(retrieved))  # pylint: disable=protected-access
+  liked = [i for i, r in enumerate(ratings) if r >= 4]
+  for j, g in zip(top[0], got.numpy()[0]):
+    want = -1
+    for s, items in (("ease_liked", liked), ("ease", range(6))):
+      w = dense[s][list(items), j]
+      if (w > 0).any():
+        want = list(items)[int(np.argmax(w))]
+        break
+    assert g == want, (j, g, want)
+
+
+def test_lists_sources_never_saw_the_labels(fake_data, fitted):  # pylint: disable=redefined-outer-name
   labels = fake_data.label_ratings
   # The list sources are fitted on the fit part only.
   users = labels.user_id.astype(str).to_numpy()
   movies = labels.movie_id.astype(str).to_numpy()
   train = _pairs(fake_data.train_ratings)
   assert not train & set(zip(users, movies))
-  src = cascade.CandidateSources(fitted, None, cascade.CascadeConfig(
-      ease=20, ease_liked=10, popularity=10, list_size=30))
-  lists = cascade.training_lists(src, fake_data, log=_quiet)
+  graph = _graph(fitted, ease=20, ease_liked=10, popularity=10, list_size=30)
+  lists = cascade.training_lists(graph, fake_data, log=_quiet)
   ids = lists.users["user_id"].astype(str)
   label = {(u, m): r for u, m, r in zip(users, movies, labels.user_rating)}
   got = lists.candidates["user_rating"]
@@ -144,6 +198,7 @@ def test_lists_sources_never_saw_the_labels(fake_data, fitted):
     row = lists.candidates["movie_id"][i]
     mask = lists.candidates["list_mask"][i] > 0
     assert not history & set(row[mask])  # fit-part movies never candidates
+    assert (row[~mask] == "").all()
     for j in np.flatnonzero(mask):
       assert got[i, j] == label.get((u, row[j]), 0.0)
       n_labelled += got[i, j] > 0
@@ -159,17 +214,16 @@ def test_lists_sources_never_saw_the_labels(fake_data, fitted):
       movies_table["director"][row[m]]
 
 
-def test_served_cascade_end_to_end(small_runs, fake_data):  # pylint: disable=redefined-outer-name
-  runs = small_runs["runs"]
+def _served_graph(runs):
   export = f"{runs}/sources/export/sources"
-  fitted_ = cascade.FittedSources.load(export)
-  config = cascade.read_config(export)
-  src = cascade.CandidateSources(
-      fitted_, cascade.TwoTower(f"{runs}/retrieval/export",
-                                fitted_.ease.movie_ids), config)
-  ranker = cascade.Ranker(f"{runs}/ranking/export/ranking")
-  result = cascade_eval.evaluate(cascade_eval.Cascade(src, {"r": ranker}),
-                                 fake_data, log=_quiet)
+  return cascade_graph.CascadeGraph(
+      cascade.FittedSources.load(export), f"{runs}/retrieval/export",
+      {"r": f"{runs}/ranking/export/ranking"}, cascade.read_config(export))
+
+
+def test_served_cascade_end_to_end(small_runs, fake_data):  # pylint: disable=redefined-outer-name
+  graph = _served_graph(small_runs["runs"])
+  result = cascade_eval.evaluate(graph, fake_data, log=_quiet)
   methods = result["methods"]
   for name in ("source/two_tower", "source/ease", "merged/ease",
                "two_stage/r", "peer/popularity"):
@@ -177,28 +231,24 @@ def test_served_cascade_end_to_end(small_runs, fake_data):  # pylint: disable=re
   cr = result["candidate_recall"]
   # The merged list holds every source's candidates (up to list_size).
   assert cr["merged"] >= max(cr[s] for s in cascade.SOURCES) - 1e-9
-  # The ranker's order is a permutation of the merged candidates: its
-  # recall@list_size equals the merged candidate recall.
   assert result["num_users"] > 0
-  # Two-tower scores from the embedding agree with ScaNN's top-1.
+  # The two-tower list (ScaNN, excluded movies dropped) starts with the
+  # exact best of the query embedding against every movie.
   req = cascade.user_requests(fake_data.seen_ratings, fake_data.table("users"),
                               ["1"])
-  scores, tops, exclude = src.scores(req)
-  best = int(np.argmax(np.where(
-      np.isin(np.arange(len(src.catalogue)), exclude[0]), -np.inf,
-      scores["two_tower"][0])))
-  assert tops["two_tower"][0][0] == best
+  scores = {k: v.numpy() for k, v in
+            graph.source_scores(graph.inputs(req)).items()}
+  best = int(np.argmax(scores["two_tower"][0]))
+  assert scores["two_tower_rank"][0, best] == 1
 
 
-def test_list_ranker_trains_every_epoch_and_exports(fake_data, fitted,
+def test_list_ranker_trains_every_epoch_and_exports(fake_data, fitted,  # pylint: disable=redefined-outer-name
                                                     tmp_path):
   from ranking import train as ranking_train  # pylint: disable=g-import-not-at-top
   from ranking.model import RankingConfig  # pylint: disable=g-import-not-at-top
   from tfrs_pipeline import runs  # pylint: disable=g-import-not-at-top
-  config = cascade.CascadeConfig(ease=20, ease_liked=10, popularity=10,
-                                 list_size=30)
-  src = cascade.CandidateSources(fitted, None, config)
-  lists = cascade.training_lists(src, fake_data, log=_quiet)
+  graph = _graph(fitted, ease=20, ease_liked=10, popularity=10, list_size=30)
+  lists = cascade.training_lists(graph, fake_data, log=_quiet)
   rc = RankingConfig(epochs=3, patience=10, lists_per_batch=8,
                      max_train_seconds=0, expert_layers=(8,),
                      tower_layers=(8,))
@@ -209,35 +259,37 @@ def test_list_ranker_trains_every_epoch_and_exports(fake_data, fitted,
   steps = -(-int(lists.size * 0.9) // 8)
   assert int(model.optimizer.iterations.numpy()) >= 3 * (steps - 1)
   assert losses[-1] < losses[0]
-  # The export's rank_lists equals the model on the same lists.
+  # The export ranks the graph's candidates: k best by its score.
   path = ranking_train.export_lists_model(
       model, cascade.list_context(fake_data),
       runs.RunDir(str(tmp_path / "r")), log=_quiet)
-  ranker = cascade.Ranker(path)
+  ranked = cascade_graph.CascadeGraph(fitted, None, {"m": path},
+                                      graph.config)
   requests = cascade.user_requests(fake_data.train_ratings,
                                    fake_data.table("fit_users"), ["1", "2"])
-  cands = src.candidates(requests)
-  got = ranker(requests, cands)
-  assert [len(g["score"]) for g in got] == [len(c.movie_ids) for c in cands]
-  assert all(np.all(np.isfinite(g["score"])) for g in got)
+  out = ranked.recommend(ranked.inputs(requests), 5)
+  score = out["score"].numpy()
+  assert score.shape == (2, 5) and np.isfinite(score).all()
+  assert (np.diff(score, axis=1) <= 0).all()
 
 
 def test_served_list_is_the_bench_path(small_runs, fake_data):  # pylint: disable=redefined-outer-name
-  """`Recommender.recommend` (CLI, HTTP, page) returns exactly the order
-  the bench's evaluation scores: the sources' merged candidates ranked by
-  the same `rank_lists` call."""
+  """`Recommender.recommend` (CLI, HTTP, page) returns exactly the list
+  the bench's evaluation scores: the cascade graph's `recommend`, one
+  call for the request."""
   from tfrs_pipeline.app import catalog as catalog_lib, recommender  # pylint: disable=g-import-not-at-top
   catalog = catalog_lib.Catalog.from_data(fake_data, history="train")
   rec = recommender.Recommender.from_runs(small_runs["runs"], catalog)
+  graph = _served_graph(small_runs["runs"])
   for user in ("1", "7"):
     request = rec.known_request(user)
-    cand, = rec.sources.candidates([request])
-    out, = rec.ranker([request], [cand])
-    order = np.argsort(-out["score"], kind="stable")
-    want = [str(m) for m in cand.movie_ids[order][:10]]
+    out = graph.recommend(graph.inputs([request]), 10, "r")
+    want = [graph.catalogue_ids[i] for i in out["index"].numpy()[0]
+            if i >= 0]
     got = [r["movie_id"] for r in rec.recommend(user, k=10)]
     assert got == want
     # The request carries the user's train ratings as history, and none
     # of them comes back.
     assert set(request.history) == set(catalog.history(user))
     assert not set(got) & set(request.history)
+

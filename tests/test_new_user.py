@@ -138,8 +138,9 @@ def test_recommend_for_ratings(rec, catalog):  # pylint: disable=redefined-outer
   # Every movie a source retrieved is there (the rated ones were dropped
   # by the sources, not just ranked low): the merged candidates.
   request = cascade.Request(history=["2", "5", "11"], ratings=[5, 4, None])
-  _, tops, _ = rec.sources.scores([request])
-  union = set().union(*(set(t[0]) for t in tops.values()))
+  scores = rec.graph.source_scores(rec.graph.inputs([request]))
+  union = set().union(*(set(np.flatnonzero(v.numpy()[0] > 0))
+                        for k, v in scores.items() if k.endswith("_rank")))
   assert len(rows) == min(rec.config.list_size, len(union), 100)
   for r in rows:
     assert isinstance(r["sources"], list) and r["sources"]

@@ -124,9 +124,10 @@ def test_exported_k_and_list_size(rec, catalog):
   assert ids.shape == scores.shape == (2, rec.exported_k)
   # A request for N two-tower candidates gets N (none excluded here).
   request = rec.known_request("7")
-  _, tops, exclude = rec.sources.scores([request])
-  wanted = min(rec.config.two_tower, len(catalog.movie_row) - len(exclude[0]))
-  assert len(tops["two_tower"][0]) == wanted
+  scores = rec.graph.source_scores(rec.graph.inputs([request]))
+  excluded = len(set(request.history) | set(request.exclude))
+  wanted = min(rec.config.two_tower, len(catalog.movie_row) - excluded)
+  assert int((scores["two_tower_rank"].numpy()[0] > 0).sum()) == wanted
 
 
 def test_cold_start_and_validation(rec):

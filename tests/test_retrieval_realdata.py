@@ -101,10 +101,8 @@ def test_real_two_stage_beats_its_sources_order(real_run, tmp_path):
                         config, log=lambda *a: None)
   fitted = cascade.FittedSources.load(
       str(tmp_path / "sources" / cascade.SOURCES_EXPORT))
-  system = cascade_eval.Cascade(
-      cascade.CandidateSources(
-          fitted, cascade.TwoTower(export, fitted.ease.movie_ids), config),
-      {"mmoe": cascade.Ranker(metrics["export_dir"])})
+  system = cascade_eval.Cascade(fitted, export,
+                                {"mmoe": metrics["export_dir"]}, config)
   result = cascade_eval.evaluate(system, data, max_users=300,
                                  l2_values=(500.0,), log=lambda *a: None)
   m = result["methods"]

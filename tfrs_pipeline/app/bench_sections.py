@@ -223,16 +223,13 @@ def e2e_section(ctx: Context) -> Callable[[], Dict]:
         rankers[name] = os.path.join(root, f"ranking_{name}")
     validation = {name: runs.read_json(os.path.join(d, "metrics.json"))[
         "validation"] for name, d in rankers.items()}
-    fitted = cascade.FittedSources.load(
-        os.path.join(root, "sources", cascade.SOURCES_EXPORT))
-    sources = cascade.CandidateSources(
-        fitted, cascade.TwoTower(os.path.join(root, "retrieval", "export"),
-                                 fitted.ease.movie_ids),
-        cascade.read_config(os.path.join(root, "sources",
-                                         cascade.SOURCES_EXPORT)))
-    system = cascade_eval.Cascade(sources, {
-        name: cascade.Ranker(os.path.join(d, "export", "ranking"))
-        for name, d in rankers.items()})
+    sources_dir = os.path.join(root, "sources", cascade.SOURCES_EXPORT)
+    system = cascade_eval.Cascade(
+        cascade.FittedSources.load(sources_dir),
+        os.path.join(root, "retrieval", "export"),
+        {name: os.path.join(d, "export", "ranking")
+         for name, d in rankers.items()},
+        cascade.read_config(sources_dir))
     quality = cascade_eval.evaluate(system, data)
     new_users = cascade_eval.evaluate_new_users(system, data)
     users = sorted(set(data.seen_ratings.user_id))[:200]

@@ -1,23 +1,27 @@
 """The two-stage recommender: candidate sources -> merged candidates ->
 a ranker trained on the candidates it ranks.
 
-One code path for the ranker's training lists, the evaluation and serving:
+One code path for the ranker's training lists, the evaluation and serving,
+`cascade_graph.CascadeGraph` (one TensorFlow call per batch of requests):
 
-1. `CandidateSources.candidates(requests)`: every source scores the whole
-   catalogue for each request (a user's history with its ratings, and
-   demographics): the two-tower model (the exported retrieval model: its
-   ScaNN top-K and the query embedding, dotted with `candidates.npz` to
-   score the other sources' candidates), EASE over all rated movies, EASE
-   over the movies rated >= 4 (`ease_liked`, which names the liked movie
-   that brought a candidate) and popularity in the user's (gender, age)
-   segment. Each source's top `CascadeConfig.<source>` movies (rated
-   movies and `exclude` removed) are merged round-robin by rank into at
-   most `list_size` candidates; every candidate keeps, per source, its
-   score standardized over the catalogue and its rank in that source's
-   list (0 = not retrieved: the ranker learns an embedding for it).
-2. `Ranker` scores a batch of candidate lists in one call of the ranking
-   export's `rank_lists` signature; the candidates are ordered by its
-   `score`.
+1. every source scores the whole catalogue for each `Request` (a user's
+   history with its ratings, and demographics): the two-tower model (the
+   exported retrieval model: its ScaNN top-K and the query embedding,
+   dotted with `candidates.npz` to score the other sources' candidates),
+   EASE over all rated movies, EASE over the movies rated >= 4
+   (`ease_liked`, which names the liked movie that brought a candidate)
+   and popularity in the user's (gender, age) segment. Each source's top
+   `CascadeConfig.<source>` movies (rated movies and `exclude` removed)
+   are merged round-robin by rank into at most `list_size` candidates;
+   every candidate keeps, per source, its score standardized over the
+   catalogue and its rank in that source's list (0 = not retrieved: the
+   ranker learns an embedding for it);
+2. the ranking export's `rank_lists` scores the candidate lists; the top
+   k by its `score` are returned.
+
+This module holds the requests, the numpy sources (`FittedSources`, fitted
+and saved at training time), the training lists and the training of the
+two-stage parts.
 
 Training lists (`training_lists`): the sources are fitted on `Data.train`
 only (the fit part); each user's candidates come from the user's fit-part
@@ -41,14 +45,13 @@ import numpy as np
 import pandas as pd
 
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
-import scann  # noqa: F401  (registers the ScaNN ops before loading)
-import tensorflow as tf
 
 from ranking import train as ranking_train
-from ranking.model import LIST_MASK, RankingConfig
+from ranking.model import RankingConfig
 from ranking.train import Lists
 from retrieval import sources as sources_lib
-from tfrs_pipeline import export, features, pipeline, runs
+from tfrs_pipeline import features, pipeline, runs
+from tfrs_pipeline.app import cascade_graph
 from tfrs_pipeline.app import catalog as catalog_lib
 
 SOURCES = tuple(features.CANDIDATE_SOURCES)
@@ -130,54 +133,6 @@ class Candidates:
 # Sources.
 
 
-class TwoTower:
-  """The exported retrieval model as a source: ScaNN top-K for the list,
-  the query embedding against `candidates.npz` for every movie's score."""
-
-  def __init__(self, export_dir: str, catalogue: np.ndarray):
-    self.model = tf.saved_model.load(os.path.join(export_dir, "retrieval"))
-    self.fn = self.model.signatures["serve_features"]
-    with np.load(os.path.join(export_dir, "candidates.npz")) as f:
-      ids, emb = f["movie_ids"].astype(str), f["embeddings"]
-    row = pd.Index(ids).get_indexer(catalogue)
-    self.embeddings = np.zeros((len(catalogue), emb.shape[1]), np.float32)
-    self.embeddings[row >= 0] = emb[row[row >= 0]]
-    self.position = {m: i for i, m in enumerate(catalogue)}
-    self.query_inputs = [i.name for i in features.inputs_for(features.QUERY)]
-
-  def __call__(self, requests: Sequence[Request]):
-    """(scores [B, N], ScaNN's top-K catalogue indices [B, K] best
-    first)."""
-    values = _user_values(requests, self.query_inputs)
-    out = export.call_signature(self.fn, values, len(requests))
-    scores = out["embedding"] @ self.embeddings.T
-    ids = out["movie_ids"].astype(str)
-    top = np.vectorize(lambda m: self.position.get(m, -1),
-                       otypes=[np.int64])(ids) if ids.size else (
-                           np.zeros((len(requests), 0), np.int64))
-    return scores.astype(np.float32), top
-
-
-def _user_values(requests: Sequence[Request], names: Sequence[str]
-                 ) -> Dict[str, np.ndarray]:
-  """Per-user input columns [B] of `names` from requests (unknown:
-  the input's default)."""
-  out = {}
-  for name in names:
-    spec = features.INPUT_BY_NAME[name]
-    if name == "user_id":
-      col = [r.user_id for r in requests]
-    elif name == "user_history":
-      col = [features.GENRE_SEPARATOR.join(r.history) for r in requests]
-    elif name == "timestamp":
-      col = [r.timestamp for r in requests]
-    else:
-      col = [r.demographics.get(name, spec.default) for r in requests]
-    out[name] = np.asarray(col, dtype=object if spec.dtype == tf.string
-                           else spec.dtype.as_numpy_dtype)
-  return out
-
-
 @dataclasses.dataclass
 class FittedSources:
   """The numpy sources (EASE, EASE-liked, segment popularity)."""
@@ -217,179 +172,6 @@ class FittedSources:
                sources_lib.Popularity.load(paths["popularity"]))
 
 
-class CandidateSources:
-  """Scores, merges and describes the candidates of a batch of requests.
-
-  Args:
-    fitted: EASE, EASE-liked and popularity over the same catalogue.
-    two_tower: the retrieval export (None: the source is left out).
-    config: candidates per source and list size.
-  """
-
-  def __init__(self, fitted: FittedSources, two_tower: Optional[TwoTower],
-               config: CascadeConfig):
-    self.fitted, self.two_tower, self.config = fitted, two_tower, config
-    self.catalogue = fitted.ease.movie_ids
-    self.position = {m: i for i, m in enumerate(self.catalogue)}
-
-  def indices(self, ids: Sequence[str]) -> List[int]:
-    return [self.position[m] for m in ids if m in self.position]
-
-  def scores(self, requests: Sequence[Request]):
-    """{source: scores [B, N]}, {source: top indices [B, n_s]}, the
-    excluded indices per request."""
-    counts = self.config.counts()
-    exclude = [sorted(set(self.indices(r.history))
-                      | set(self.indices(r.exclude))) for r in requests]
-    scores, tops = {}, {}
-    if self.two_tower is not None and counts["two_tower"]:
-      # ScaNN returns K; ask for enough to still have n after exclusion.
-      s, top = self.two_tower(requests)
-      scores["two_tower"] = s
-      n = counts["two_tower"]
-      tops["two_tower"] = []
-      for b, (row, ex) in enumerate(zip(top, exclude)):
-        ex = set(ex)
-        kept = [t for t in row if t >= 0 and t not in ex][:n]
-        if len(kept) < n:  # K ran out behind the excluded movies: exact
-          more, _ = sources_lib.top_n(s[b:b + 1], n, [sorted(ex | set(kept))])
-          kept += [t for t in more[0] if t >= 0][:n - len(kept)]
-        tops["two_tower"].append(kept)
-    f = self.fitted
-    scores["ease"] = f.ease.score([r.history for r in requests],
-                                  ignore_unknown=True)
-    scores["ease_liked"] = f.ease_liked.score(
-        [r.liked() for r in requests], ignore_unknown=True)
-    scores["popularity"] = f.popularity.score(
-        [r.demographics.get("user_gender") for r in requests],
-        [r.demographics.get("bucketized_user_age") for r in requests])
-    # An item-to-item source retrieves nothing without (liked) history.
-    has = {"ease": [bool(r.history) for r in requests],
-           "ease_liked": [bool(r.liked()) for r in requests],
-           "popularity": [True] * len(requests)}
-    for name in ("ease", "ease_liked", "popularity"):
-      if counts[name]:
-        idx, _ = sources_lib.top_n(scores[name], counts[name], exclude)
-        tops[name] = [[t for t in row if t >= 0] if ok else []
-                      for row, ok in zip(idx, has[name])]
-    return scores, tops, exclude
-
-  def candidates(self, requests: Sequence[Request], explain: bool = True
-                 ) -> List[Candidates]:
-    """The merged candidates of each request (module docstring); without
-    `explain`, `because` is left None (see `because`: the recommender
-    explains only the movies it returns)."""
-    scores, tops, exclude = self.scores(requests)
-    z = {s: sources_lib.standardize(v, exclude) for s, v in scores.items()}
-    out = []
-    for b, request in enumerate(requests):
-      lists = [(s, tops[s][b]) for s in SOURCES if s in tops]
-      merged = _round_robin([row for _, row in lists],
-                            self.config.list_size)
-      idx = np.asarray(merged, np.int64)
-      inputs, retrieved = {}, [[] for _ in merged]
-      for s in SOURCES:
-        inputs[f"{s}_score"] = (z[s][b, idx] if s in z
-                                else np.zeros(len(idx), np.float32))
-        rank = np.zeros(len(self.catalogue), np.float32)
-        row = dict(lists).get(s, [])
-        rank[row] = np.arange(1, len(row) + 1)
-        inputs[f"{s}_rank"] = rank[idx]
-        for j in np.flatnonzero(inputs[f"{s}_rank"] > 0):
-          retrieved[j].append(s)
-      out.append(Candidates(
-          self.catalogue[idx], inputs, retrieved,
-          self.because(request, idx, retrieved) if explain
-          else [None] * len(idx)))
-    return out
-
-  def because(self, request: Request, idx: np.ndarray,
-              retrieved: Sequence[Sequence[str]]) -> List[Optional[str]]:
-    """The liked (else rated) history movie that brings each candidate
-    (catalogue indices `idx`, with the sources that retrieved it)
-    retrieved by an item-to-item source, else None."""
-    idx = np.asarray(idx, np.int64)
-    item = [j for j, s in enumerate(retrieved)
-            if "ease_liked" in s or "ease" in s]
-    out: List[Optional[str]] = [None] * len(idx)
-    if not item or not request.history:
-      return out
-    liked = [m for m in request.liked() if m in self.position]
-    history = [m for m in request.history if m in self.position]
-    first = (self.fitted.ease_liked.because(liked, idx[item]) if liked
-             else [None] * len(item))
-    second = self.fitted.ease.because(history, idx[item])
-    for j, a, b in zip(item, first, second):
-      out[j] = a or b
-    return out
-
-
-def _round_robin(rows: Sequence[Sequence[int]], size: int) -> List[int]:
-  """Merges ranked lists by rank (first of each, then second, ...),
-  dropping repeats, up to `size`."""
-  seen, out = set(), []
-  for r in range(max((len(x) for x in rows), default=0)):
-    for row in rows:
-      if r < len(row) and row[r] not in seen:
-        seen.add(row[r])
-        out.append(row[r])
-        if len(out) == size:
-          return out
-  return out
-
-
-# --------------------------------------------------------------------------
-# Ranker.
-
-
-class Ranker:
-  """The ranking export's `rank_lists` over padded candidate lists."""
-
-  def __init__(self, export_dir: str):
-    self.model = tf.saved_model.load(export_dir)
-    if "rank_lists" not in self.model.signatures:
-      raise ValueError(f"ranking model {export_dir} has no rank_lists "
-                       "signature: retrain it (make train)")
-    self.fn = self.model.signatures["rank_lists"]
-    self.user_inputs = [n for n, s in
-                        self.fn.structured_input_signature[1].items()
-                        if s.shape.rank == 1]
-    self.default_timestamp = int(self.model.default_timestamp.numpy())
-
-  def __call__(self, requests: Sequence[Request],
-               candidates: Sequence[Candidates]) -> List[Dict[str,
-                                                              np.ndarray]]:
-    """Outputs per request: {name: [C]} (score, rating, ...)."""
-    if not requests:
-      return []
-    width = max(max(len(c.movie_ids) for c in candidates), 1)
-    stamped = [r if r.timestamp else dataclasses.replace(
-        r, timestamp=self.default_timestamp) for r in requests]
-    values = _user_values(stamped, self.user_inputs)
-    values.update(pad_candidates(candidates, width))
-    values.pop(LIST_MASK, None)
-    out = export.call_signature(self.fn, values, len(requests))
-    return [{k: v[b, :len(c.movie_ids)] for k, v in out.items()}
-            for b, c in enumerate(candidates)]
-
-
-def pad_candidates(candidates: Sequence[Candidates], width: int
-                   ) -> Dict[str, np.ndarray]:
-  """movie_id, source inputs and `list_mask` as [B, width] arrays."""
-  b = len(candidates)
-  out = {"movie_id": np.full((b, width), "", dtype=object),
-         LIST_MASK: np.zeros((b, width), np.float32)}
-  for name in candidates[0].inputs if candidates else ():
-    out[name] = np.zeros((b, width), np.float32)
-  for i, c in enumerate(candidates):
-    n = min(len(c.movie_ids), width)
-    out["movie_id"][i, :n] = c.movie_ids[:n]
-    out[LIST_MASK][i, :n] = 1.0
-    for name, v in c.inputs.items():
-      out[name][i, :n] = v[:n]
-  return out
-
-
 # --------------------------------------------------------------------------
 # Training lists.
 
@@ -420,12 +202,12 @@ def user_requests(ratings: pd.DataFrame, users: Mapping[str, np.ndarray],
   return out
 
 
-def training_lists(sources: CandidateSources, data: pipeline.Data,
+def training_lists(graph: cascade_graph.CascadeGraph, data: pipeline.Data,
                    batch_users: int = 256, log=print) -> Lists:
   """Candidate lists of every user with held-out labels (module
-  docstring): per-user ranking inputs [U], candidates [U, list_size]
-  with movie inputs, source inputs, `user_rating` (held-out rating, 0 =
-  none) and `list_mask`."""
+  docstring), from `graph.candidates`: per-user ranking inputs [U],
+  candidates [U, list_size] with movie inputs, source inputs,
+  `user_rating` (held-out rating, 0 = none) and `list_mask`."""
   labels = data.label_ratings
   if labels is None or not len(labels):
     raise ValueError("no label ratings: DataConfig.label_share must be > 0 "
@@ -435,24 +217,28 @@ def training_lists(sources: CandidateSources, data: pipeline.Data,
                     key=lambda u: (len(u), u))
   requests = user_requests(data.train_ratings, users, user_ids)
   owners = [r.user_id for r in requests]
-  cold = cold_requests(data.train_ratings, requests, sources.config)
+  cold = cold_requests(data.train_ratings, requests, graph.config)
   log(f"[lists] {len(requests)} users, + {len(cold)} new-user lists")
   owners += [u for u, _ in cold]
   requests += [r for _, r in cold]
-  label = {(u, m): float(r) for u, m, r in zip(
-      labels.user_id, labels.movie_id, labels.user_rating)}
-  width = sources.config.list_size
-  parts, retrieved, total = [], 0, 0
+  label = pd.Series(labels.user_rating.to_numpy(np.float32), index=(
+      labels.user_id.astype(str) + "|" + labels.movie_id.astype(str)))
+  width = min(graph.config.list_size, graph.n)
+  parts = []
   start = time.time()
   for s in range(0, len(requests), batch_users):
     chunk = requests[s:s + batch_users]
-    cands = sources.candidates(chunk)
-    padded = pad_candidates(cands, width)
-    padded[features.LABEL] = np.zeros((len(chunk), width), np.float32)
-    for i, (u, c) in enumerate(zip(owners[s:s + batch_users], cands)):
-      y = [label.get((u, m), 0.0) for m in c.movie_ids]
-      padded[features.LABEL][i, :len(y)] = y
-    parts.append(padded)
+    out = {k: v.numpy() for k, v in
+           graph.candidates(graph.inputs(chunk)).items()}
+    index = out.pop("index")
+    padded = {"movie_id": np.where(index >= 0, graph.catalogue_ids[
+        np.maximum(index, 0)], "").astype(object)}
+    padded.update(out)
+    keys = (np.asarray(owners[s:s + batch_users], object)[:, None] + "|"
+            + padded["movie_id"])
+    padded[features.LABEL] = label.reindex(keys.ravel()).fillna(
+        0.0).to_numpy(np.float32).reshape(index.shape)
+    parts.append(_pad_width(padded, width))
     log(f"[lists] {min(s + batch_users, len(requests))}/{len(requests)} "
         f"users ({time.time() - start:.0f}s)")
   candidates = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -464,8 +250,22 @@ def training_lists(sources: CandidateSources, data: pipeline.Data,
                                          candidates["movie_id"]))
   user_inputs = [i.name for i in features.INPUTS
                  if i.entity in (features.USER, features.CONTEXT)]
-  user_columns = _user_values(requests, user_inputs)
+  user_columns = cascade_graph.user_values(requests, user_inputs)
   return Lists(user_columns, candidates)
+
+
+def _pad_width(columns: Dict[str, np.ndarray], width: int
+               ) -> Dict[str, np.ndarray]:
+  """[B, L] columns cut or padded (movie_id "", others 0) to [B, width]."""
+  out = {}
+  for k, v in columns.items():
+    if v.shape[1] >= width:
+      out[k] = v[:, :width]
+    else:
+      fill = "" if v.dtype == object else 0
+      pad = np.full((v.shape[0], width - v.shape[1]), fill, dtype=v.dtype)
+      out[k] = np.concatenate([v, pad], axis=1)
+  return out
 
 
 def cold_requests(ratings: pd.DataFrame, requests: Sequence[Request],
@@ -582,9 +382,9 @@ def train_ranker(data: pipeline.Data, retrieval_export: str, run_dir: str,
   run.write_config(ranking=config, cascade=cascade_config)
   with runs.Timer() as lists_timer:
     fitted = fit_sources_for_lists(data, cascade_config)
-    two_tower = TwoTower(retrieval_export, fitted.ease.movie_ids)
-    sources = CandidateSources(fitted, two_tower, cascade_config)
-    lists = training_lists(sources, data, log=log)
+    graph = cascade_graph.CascadeGraph(fitted, retrieval_export, {},
+                                       cascade_config)
+    lists = training_lists(graph, data, log=log)
   ratings = None
   if config.rating_lists:
     keep = ({i.name for i in ranking_train.ranking_inputs(config)}

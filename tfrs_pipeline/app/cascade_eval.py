@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,7 @@ import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 
 from retrieval import baselines, sources as sources_lib
 from tfrs_pipeline.app import cascade as cascade_lib
+from tfrs_pipeline.app import cascade_graph
 from tfrs_pipeline import metrics, pipeline
 
 KS = (10, 20)
@@ -45,11 +46,7 @@ RELEVANT = 4.0
 EASE_L2 = (200.0, 500.0, 1000.0, 2000.0)
 
 
-@dataclasses.dataclass
-class Cascade:
-  """Served candidate sources and one or more rankers (name -> Ranker)."""
-  sources: cascade_lib.CandidateSources
-  rankers: Mapping[str, cascade_lib.Ranker]
+Cascade = cascade_graph.CascadeGraph  # sources and named rankers
 
 
 def _relevant(ratings: pd.DataFrame) -> Dict[str, set]:
@@ -107,8 +104,7 @@ def evaluate(cascade: Cascade, data: pipeline.Data,
              ) -> Dict[str, object]:
   """The module docstring's metrics on `data.test` (test or validation)."""
   start = time.time()
-  src = cascade.sources
-  catalogue = src.catalogue
+  catalogue = cascade.catalogue_ids
   test = pipeline.ratings_frame(
       data.test, ("user_id", "movie_id", "user_rating"))
   relevant = _relevant(test)
@@ -126,29 +122,35 @@ def evaluate(cascade: Cascade, data: pipeline.Data,
   recall = {s: 0.0 for s in (*cascade_lib.SOURCES, "merged")}
   for s0 in range(0, len(requests), batch_users):
     chunk = requests[s0:s0 + batch_users]
-    scores, tops, exclude = src.scores(chunk)
-    cands = src.candidates(chunk)
-    ranked_by = {r: ranker(chunk, cands)
-                 for r, ranker in cascade.rankers.items()}
-    own = {s: _top(v, exclude, k) for s, v in scores.items()}
+    inputs = cascade.inputs(chunk)
+    exclude = [[i for i in row if i >= 0]
+               for row in inputs["exclude"].numpy()]
+    scores = {s: v.numpy() for s, v in cascade.source_scores(inputs).items()}
+    cand = {s: v.numpy() for s, v in cascade.candidates(inputs).items()}
+    ranked_by = {r: cascade.recommend(inputs, k, r)["index"].numpy()
+                 for r in cascade.rankers}
+    own = {s: _top(scores[s], exclude, k) for s in cascade_lib.SOURCES
+           if s in scores}
     peer_rows = {f"peer/ease_l2={l2:g}": _top(
         peers.ease([r.history for r in chunk], l2), exclude, k)
                  for l2 in l2_values}
     peer_rows["peer/popularity"] = _top(
         np.broadcast_to(peers.counts, (len(chunk), peers.n)), exclude, k)
-    for b, (request, cand) in enumerate(zip(chunk, cands)):
+    for b, request in enumerate(chunk):
       rel = relevant[request.user_id]
+      index = cand["index"][b]
+      index = index[index >= 0]
       for s in cascade_lib.SOURCES:
         if s in own:
           results[f"source/{s}"].update(_ranked(catalogue, own[s][b]), rel)
-          order = np.argsort(-cand.inputs[f"{s}_score"], kind="stable")
-          results[f"merged/{s}"].update(list(cand.movie_ids[order]), rel)
-        if s in tops:
-          recall[s] += len(rel & set(catalogue[tops[s][b]])) / len(rel)
-      recall["merged"] += len(rel & set(cand.movie_ids)) / len(rel)
-      for r, outs in ranked_by.items():
-        order = np.argsort(-outs[b]["score"], kind="stable")
-        results[f"two_stage/{r}"].update(list(cand.movie_ids[order]), rel)
+          order = np.argsort(-cand[f"{s}_score"][b, :len(index)],
+                             kind="stable")
+          results[f"merged/{s}"].update(list(catalogue[index[order]]), rel)
+          tops = np.flatnonzero(scores[f"{s}_rank"][b] > 0)
+          recall[s] += len(rel & set(catalogue[tops])) / len(rel)
+      recall["merged"] += len(rel & set(catalogue[index])) / len(rel)
+      for r, rows in ranked_by.items():
+        results[f"two_stage/{r}"].update(_ranked(catalogue, rows[b]), rel)
       for name, rows in peer_rows.items():
         results[name].update(_ranked(catalogue, rows[b]), rel)
     log(f"[two-stage] {min(s0 + batch_users, len(requests))}/"
@@ -159,7 +161,7 @@ def evaluate(cascade: Cascade, data: pipeline.Data,
                   if m.count},
       "candidate_recall": {s: v / n for s, v in recall.items()},
       "num_users": len(requests),
-      "config": dataclasses.asdict(src.config),
+      "config": dataclasses.asdict(cascade.config),
       "seconds": round(time.time() - start, 1),
   }
 
@@ -172,8 +174,7 @@ def evaluate_new_users(cascade: Cascade, data: pipeline.Data,
   if data.holdout is None or not len(data.holdout):
     raise ValueError("no held-out users: set DataConfig.holdout_users")
   start = time.time()
-  src = cascade.sources
-  catalogue = src.catalogue
+  catalogue = cascade.catalogue_ids
   hold = data.holdout.copy()
   hold["user_id"] = hold.user_id.astype(str)
   hold["movie_id"] = hold.movie_id.astype(str)
@@ -204,8 +205,9 @@ def evaluate_new_users(cascade: Cascade, data: pipeline.Data,
     results = {n: metrics.ListMetrics(KS) for n in names}
     for s0 in range(0, len(requests), batch_users):
       chunk = requests[s0:s0 + batch_users]
-      exclude = [src.indices(r.history) for r in chunk]
-      cands = src.candidates(chunk)
+      inputs = cascade.inputs(chunk)
+      exclude = [[i for i in row if i >= 0]
+                 for row in inputs["exclude"].numpy()]
       rows = {"peer/popularity": _top(np.broadcast_to(
           peers.counts, (len(chunk), peers.n)), exclude, max(KS))}
       rows["peer/segment_popularity"] = _top(segment.score(
@@ -215,12 +217,9 @@ def evaluate_new_users(cascade: Cascade, data: pipeline.Data,
       if mode != "demographics":
         rows[f"peer/ease_l2={l2:g}"] = _top(
             peers.ease([r.history for r in chunk], l2), exclude, max(KS))
-      for name, ranker in cascade.rankers.items():
-        for b, o in enumerate(ranker(chunk, cands)):
-          order = np.argsort(-o["score"], kind="stable")
-          results[f"two_stage/{name}"].update(
-              list(cands[b].movie_ids[order]),
-              relevant[chunk[b].user_id or users[s0 + b]])
+      for name in cascade.rankers:
+        rows[f"two_stage/{name}"] = cascade.recommend(
+            inputs, max(KS), name)["index"].numpy()
       for name, r in rows.items():
         for b in range(len(chunk)):
           results[name].update(_ranked(catalogue, r[b]),

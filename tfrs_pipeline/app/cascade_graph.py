@@ -47,8 +47,9 @@ import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import scann  # noqa: F401  (registers the ScaNN ops before loading)
 import tensorflow as tf
 
+from ranking.model import LIST_MASK
 from retrieval import sources as sources_lib
-from tfrs_pipeline import features
+from tfrs_pipeline import export, features
 
 SOURCES = tuple(features.CANDIDATE_SOURCES)
 ITEM_TO_ITEM = ("ease", "ease_liked")
@@ -64,7 +65,7 @@ def _padded(rows: Sequence[Sequence[int]], width: int = 0) -> np.ndarray:
   return out
 
 
-def _string_values(requests, names: Sequence[str]) -> Dict[str, np.ndarray]:
+def user_values(requests, names: Sequence[str]) -> Dict[str, np.ndarray]:
   """Per-user input columns [B] of `names` (unknown: the input's
   default): `user_id`, `user_history` (|-joined ids), `timestamp` and
   demographics."""
@@ -92,15 +93,15 @@ class CascadeGraph(tf.Module):
       the catalogue.
     retrieval_export: EXPORT_DIR of the retrieval run (`retrieval/` and
       `candidates.npz`); None leaves the two-tower source out.
-    ranking_export: the ranking SavedModel directory (`rank_lists`); None:
-      candidates only.
+    rankers: name -> ranking SavedModel directory (`rank_lists`); the
+      first is the default of `recommend`; empty: candidates only.
     config: `cascade.CascadeConfig` (candidates per source, list size).
     default_timestamp: the time of a request without one (else the
       ranking export's).
   """
 
   def __init__(self, fitted, retrieval_export: Optional[str],
-               ranking_export: Optional[str], config):
+               rankers: Mapping[str, str], config):
     super().__init__(name="cascade_graph")
     self.config = config
     catalogue = np.asarray(fitted.ease.movie_ids).astype(str)
@@ -149,22 +150,25 @@ class CascadeGraph(tf.Module):
       aligned = np.zeros((self.n, emb.shape[1]), np.float32)
       aligned[row >= 0] = emb[row[row >= 0]]
       self.embeddings = tf.constant(aligned)
-      self.exported_k = int(self.two_tower.structured_outputs[
-          "movie_ids"].shape[1] or 0)
-    # Ranker.
-    self.ranker = None
+      probe = export.call_signature(self.two_tower, {"user_id": [""]}, 1)
+      self.exported_k = int(probe["movie_ids"].shape[1])
+    # Rankers.
+    self.rankers, self.ranking_models = {}, {}
     self.user_inputs: List[str] = []
     self.default_timestamp = 0
-    if ranking_export is not None:
-      self.ranking = tf.saved_model.load(ranking_export)
-      if "rank_lists" not in self.ranking.signatures:
-        raise ValueError(f"ranking model {ranking_export} has no rank_lists "
+    for name, directory in rankers.items():
+      model = tf.saved_model.load(directory)
+      if "rank_lists" not in model.signatures:
+        raise ValueError(f"ranking model {directory} has no rank_lists "
                          "signature: retrain it (make train)")
-      self.ranker = self.ranking.signatures["rank_lists"]
-      self.user_inputs = [
-          n for n, s in self.ranker.structured_input_signature[1].items()
-          if s.shape.rank == 1]
-      self.default_timestamp = int(self.ranking.default_timestamp.numpy())
+      fn = model.signatures["rank_lists"]
+      self.ranking_models[name], self.rankers[name] = model, fn
+      self.user_inputs = sorted(set(self.user_inputs) | {
+          n for n, s in fn.structured_input_signature[1].items()
+          if s.shape.rank == 1})
+      if not self.default_timestamp:
+        self.default_timestamp = int(model.default_timestamp.numpy())
+    self.default_ranker = next(iter(rankers), None)
     self.candidates = tf.function(self._candidates, reduce_retracing=True)
     self.recommend = tf.function(self._recommend, reduce_retracing=True)
     self.source_scores = tf.function(self._source_scores,
@@ -192,7 +196,7 @@ class CascadeGraph(tf.Module):
     stamp = self.default_timestamp
     stamped = [r if r.timestamp or not stamp else dataclasses.replace(
         r, timestamp=stamp) for r in requests]
-    out.update(_string_values(stamped, sorted(
+    out.update(user_values(stamped, sorted(
         set(self.query_inputs) | set(self.user_inputs))))
     return {k: tf.constant(v.astype(str) if v.dtype == object else v)
             for k, v in out.items()}
@@ -214,10 +218,11 @@ class CascadeGraph(tf.Module):
     """[B, N] s_j = sum over the history items i of B[i, j]."""
     index, weight = self.neighbours[source]
     b = tf.shape(items)[0]
-    safe = tf.maximum(items, 0)
-    j = tf.gather(index, safe)  # [B, H, M]
-    w = tf.gather(weight, safe) * tf.cast(items >= 0, tf.float32)[..., None]
-    ids = j + (tf.range(b) * self.n)[:, None, None]
+    where = tf.where(items >= 0)  # [T, 2]: only real history entries
+    item = tf.gather_nd(items, where)
+    j = tf.gather(index, item)  # [T, M]
+    w = tf.gather(weight, item)
+    ids = j + tf.cast(where[:, :1], tf.int32) * self.n
     out = tf.math.unsorted_segment_sum(
         tf.reshape(w, [-1]), tf.reshape(ids, [-1]), b * self.n)
     return tf.reshape(out, [b, self.n])
@@ -238,10 +243,15 @@ class CascadeGraph(tf.Module):
     return scores
 
   def _source_scores(self, inputs) -> Dict[str, tf.Tensor]:
+    """{source: [B, N] scores, excluded movies -inf; `<source>_rank`:
+    [B, N] each movie's rank in the source's list, 0 = not in it}."""
     excluded = self._mask(inputs["exclude"])
     scores = self._raw_scores(inputs)
+    ranks = self._tops(scores, excluded, inputs)
     scores.pop("_scann", None)
-    return {s: tf.where(excluded, -np.inf, v) for s, v in scores.items()}
+    out = {s: tf.where(excluded, -np.inf, v) for s, v in scores.items()}
+    out.update({f"{s}_rank": r for s, r in ranks.items()})
+    return out
 
   def _tops(self, scores, excluded, inputs) -> Dict[str, tf.Tensor]:
     """{source: [B, N] rank of each movie in its list (0: not in it)}."""
@@ -304,7 +314,7 @@ class CascadeGraph(tf.Module):
     valid = -neg < _BIG
     index = tf.where(valid, index, -1)
     safe = tf.maximum(index, 0)
-    out = {"index": index, "list_mask": tf.cast(valid, tf.float32)}
+    out = {"index": index, LIST_MASK: tf.cast(valid, tf.float32)}
     keep = tf.cast(~excluded, tf.float32)
     for s in SOURCES:
       if s in ranks:
@@ -314,12 +324,12 @@ class CascadeGraph(tf.Module):
         var = tf.reduce_sum(tf.square(x - mean) * keep, 1,
                             keepdims=True) / count_keep
         z = (x - mean) / tf.maximum(tf.sqrt(var), 1e-6) * keep
-        out[f"{s}_score"] = tf.gather(z, safe, batch_dims=1) * out["list_mask"]
+        out[f"{s}_score"] = tf.gather(z, safe, batch_dims=1) * out[LIST_MASK]
         out[f"{s}_rank"] = tf.cast(tf.gather(ranks[s], safe, batch_dims=1),
-                                   tf.float32) * out["list_mask"]
+                                   tf.float32) * out[LIST_MASK]
       else:
-        out[f"{s}_score"] = tf.zeros_like(out["list_mask"])
-        out[f"{s}_rank"] = tf.zeros_like(out["list_mask"])
+        out[f"{s}_score"] = tf.zeros_like(out[LIST_MASK])
+        out[f"{s}_rank"] = tf.zeros_like(out[LIST_MASK])
     return out
 
   def _because(self, inputs, top: tf.Tensor, retrieved: tf.Tensor
@@ -345,18 +355,22 @@ class CascadeGraph(tf.Module):
       best = tf.where(found, movie, best)
     return tf.where(retrieved & (top >= 0), best, -1)
 
-  def _recommend(self, inputs, k) -> Dict[str, tf.Tensor]:
+  def _recommend(self, inputs, k, ranker: Optional[str] = None
+                 ) -> Dict[str, tf.Tensor]:
+    """Top k [B, k] of the ranker `ranker` (default: the first)."""
+    fn = self.rankers[ranker or self.default_ranker]
     cand = self._candidates(inputs)
     index = cand["index"]
-    args = {n: inputs[n] for n in self.user_inputs}
+    specs = fn.structured_input_signature[1]
+    args = {n: inputs[n] for n in self.user_inputs if n in specs}
     args["movie_id"] = tf.where(index >= 0,
                                 tf.gather(self.catalogue, tf.maximum(index, 0)),
                                 "")
     for s in SOURCES:
       for part in ("score", "rank"):
         args[f"{s}_{part}"] = cand[f"{s}_{part}"]
-    out = self.ranker(**args)
-    score = tf.where(cand["list_mask"] > 0, out["score"], -np.inf)
+    out = fn(**args)
+    score = tf.where(cand[LIST_MASK] > 0, out["score"], -np.inf)
     k = tf.minimum(k, tf.shape(score)[1])
     values, order = tf.math.top_k(score, k)
     top = tf.gather(index, order, batch_dims=1)

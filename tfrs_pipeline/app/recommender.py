@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import queue
+import threading
 import time
 from typing import List, Mapping, Optional, Sequence, Tuple
 
@@ -29,7 +31,7 @@ import numpy as np
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 
 from tfrs_pipeline import errors, export
-from tfrs_pipeline.app import cascade
+from tfrs_pipeline.app import cascade, cascade_graph
 from tfrs_pipeline.app.catalog import (CATALOG_FILE, Catalog,
                                        InvalidRequestError, UnknownMovieError,
                                        UnknownUserError, demographic_inputs,
@@ -77,16 +79,16 @@ class Recommender:
       config = dataclasses.replace(config, list_size=int(num_candidates))
     self.config = config
     fitted = cascade.FittedSources.load(sources_dir)
-    self.two_tower = cascade.TwoTower(retrieval_export,
-                                      fitted.ease.movie_ids)
-    self.sources = cascade.CandidateSources(fitted, self.two_tower, config)
-    self.ranker = cascade.Ranker(ranking_dir)
+    self.graph = cascade_graph.CascadeGraph(
+        fitted, retrieval_export, {"ranker": ranking_dir}, config)
+    self.catalogue = self.graph.catalogue_ids
+    self._rows = [movie_row(catalog, m) for m in self.catalogue]
     self.similar_movies = None
     path = os.path.join(retrieval_export, "candidates.npz")
     if os.path.exists(path):
       self.similar_movies = SimilarMovies(path, catalog)
-    probe = export.call_signature(self.two_tower.fn, {"user_id": [""]}, 1)
-    self.exported_k = int(probe["movie_ids"].shape[1])
+    self.exported_k = self.graph.exported_k
+    self.batcher = Batcher(self.recommend_requests)
 
   @classmethod
   def from_runs(cls, runs_dir: str, catalog: Optional[Catalog] = None,
@@ -108,10 +110,11 @@ class Recommender:
     return cls(*dirs, catalog, **kwargs)
 
   def info(self) -> dict:
+    g = self.graph
     return {**{f"{k}_dir": v for k, v in self.dirs.items()},
-            "ranking_signatures": sorted(self.ranker.model.signatures),
-            "retrieval_signatures": sorted(
-                self.two_tower.model.signatures),
+            "ranking_signatures": sorted(
+                g.ranking_models["ranker"].signatures),
+            "retrieval_signatures": sorted(g.retrieval.signatures),
             "exported_k": self.exported_k,
             "candidates_per_source": self.config.counts(),
             "num_candidates": self.config.list_size,
@@ -121,36 +124,49 @@ class Recommender:
   def retrieve(self, user_ids: Sequence[str]):
     """Two-tower retrieval alone for known ids: (movie_ids [B, K],
     scores [B, K])."""
-    fn = self.two_tower.model.signatures["serving_default"]
+    fn = self.graph.retrieval.signatures["serving_default"]
     out = export.call_signature(fn, {"user_id": list(user_ids)},
                                 len(user_ids))
     return _decode(out["movie_ids"]), out["scores"]
 
-  # The one path: a request -> rows.
+  # The one path: requests -> rows.
+  def recommend_requests(self, requests: Sequence[cascade.Request],
+                         k: int) -> List[List[dict]]:
+    """Top-k rows of each `cascade.Request`, in one call of the cascade
+    graph (the bench's path)."""
+    check_k(k)
+    if not requests:
+      return []
+    out = {name: v.numpy() for name, v in self.graph.recommend(
+        self.graph.inputs(requests), k).items()}
+    sources = np.asarray(cascade.SOURCES)
+    result = []
+    for b, request in enumerate(requests):
+      rows = []
+      for j, i in enumerate(out["index"][b]):
+        if i < 0:
+          break
+        row = {"rank": j + 1, **self._rows[i]}
+        row["genres"] = list(row["genres"])
+        row["predicted_rating"] = float(out["rating"][b, j])
+        row["score"] = float(out["score"][b, j])
+        row["retrieval_score"] = float(out["two_tower_score"][b, j])
+        row["sources"] = sources[out["retrieved"][b, j]].tolist()
+        brought = out["because"][b, j]
+        row["because"] = None if brought < 0 else {
+            "movie_id": self.catalogue[brought],
+            "title": self._rows[brought]["title"]}
+        row["why"] = _why(row, request)
+        rows.append(row)
+      result.append(rows)
+    return result
+
   def recommend_request(self, request: cascade.Request, k: int
                         ) -> List[dict]:
-    """Top-k rows of one `cascade.Request` (the bench's path)."""
+    """Top-k rows of one request (through the batcher, so concurrent
+    requests share one graph call)."""
     check_k(k)
-    cand, = self.sources.candidates([request], explain=False)
-    out, = self.ranker([request], [cand])
-    order = np.argsort(-out["score"], kind="stable")[:k]
-    because = self.sources.because(  # only the rows returned
-        request, [self.sources.position[m] for m in cand.movie_ids[order]],
-        [cand.sources[j] for j in order])
-    rows = []
-    for rank, (j, brought) in enumerate(zip(order, because), 1):
-      m = str(cand.movie_ids[j])
-      row = {"rank": rank, **movie_row(self.catalog, m)}
-      row["predicted_rating"] = float(out["rating"][j])
-      row["score"] = float(out["score"][j])
-      row["retrieval_score"] = float(cand.inputs["two_tower_score"][j])
-      row["sources"] = list(cand.sources[j])
-      row["because"] = (None if brought is None else {
-          "movie_id": brought,
-          "title": movie_row(self.catalog, brought)["title"]})
-      row["why"] = _why(row, request)
-      rows.append(row)
-    return rows
+    return self.batcher(request, k)
 
   def known_request(self, user_id: str) -> cascade.Request:
     """A known user's request: the catalog's ratings of the user (newest
@@ -272,3 +288,49 @@ class SimilarMovies:
     return [{"rank": r, **movie_row(self.catalog, self.movie_ids[j]),
              "similarity": float(scores[j])}
             for r, j in enumerate(top, 1) if np.isfinite(scores[j])]
+
+
+class Batcher:
+  """Runs concurrent requests together: `__call__(request, k)` from any
+  thread queues the request and waits; one worker thread takes every
+  request waiting (up to `max_batch`, after at most `wait_s` for more
+  once the first arrived) and answers them with one
+  `run(requests, max k)` call (one TensorFlow call per batch)."""
+
+  def __init__(self, run, max_batch: int = 16, wait_s: float = 0.0005):
+    self.run, self.max_batch, self.wait_s = run, max_batch, wait_s
+    self.queue: "queue.Queue" = queue.Queue()
+    self.worker = threading.Thread(target=self._work, name="batcher",
+                                   daemon=True)
+    self.worker.start()
+
+  def __call__(self, request, k: int) -> List[dict]:
+    done = threading.Event()
+    slot = {"request": request, "k": k, "done": done}
+    self.queue.put(slot)
+    done.wait()
+    if "error" in slot:
+      raise slot["error"]
+    return slot["rows"]
+
+  def _work(self) -> None:
+    while True:
+      batch = [self.queue.get()]
+      deadline = time.perf_counter() + self.wait_s
+      while len(batch) < self.max_batch:
+        try:
+          left = deadline - time.perf_counter()
+          batch.append(self.queue.get(timeout=max(left, 0)) if left > 0
+                       else self.queue.get_nowait())
+        except queue.Empty:
+          break
+      try:
+        k = max(s["k"] for s in batch)
+        rows = self.run([s["request"] for s in batch], k)
+        for s, r in zip(batch, rows):
+          s["rows"] = r[:s["k"]]
+      except Exception as e:  # pylint: disable=broad-except
+        for s in batch:
+          s["error"] = e
+      for s in batch:
+        s["done"].set()
