@@ -18,6 +18,10 @@ a pinned commit, downloaded by TFDS and verified against
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
+import inspect
 import os
 import tempfile
 from typing import Optional
@@ -27,6 +31,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data import raw, splits
+from tfrs_pipeline import features
 
 ML1M_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
 MELU_COMMIT = "f70c8ff91471193cd598bc241c6b0f22665f6375"
@@ -34,13 +39,23 @@ MELU_URL = ("https://raw.githubusercontent.com/hoyeoplee/MeLU/"
             f"{MELU_COMMIT}/movielens/ml-1m/movies_extrainfos.dat")
 RATINGS_CONFIGS = splits.SPLITS
 TABLE_CONFIGS = ("movies", "users")
-_MOVIE_COLUMNS = ("movie_id", "movie_title", "movie_genres", "director",
-                  "star", "release_year")
-_USER_COLUMNS = ("user_id", "user_gender", "bucketized_user_age",
-                 "raw_user_age", "user_occupation_label",
-                 "user_occupation_text", "user_zip_code")
+# Columns of TFDS's movielens users that are no model input but kept.
+_USER_EXTRA = ("raw_user_age", "user_occupation_text")
 
 
+def _stored(entity: str):
+  return features.stored_inputs(entity)
+
+
+def _movie_columns():
+  return tuple(i.name for i in _stored(features.MOVIE))
+
+
+def _user_columns():
+  return tuple(i.name for i in _stored(features.USER)) + _USER_EXTRA
+
+
+@functools.lru_cache(maxsize=None)
 def tfds_movielens_features() -> tfds.features.FeaturesDict:
   """The features of TFDS's own `movielens/1m-ratings` (no download)."""
   builder = tfds.builder("movielens/1m-ratings",
@@ -49,16 +64,72 @@ def tfds_movielens_features() -> tfds.features.FeaturesDict:
 
 
 def _features(config: str) -> tfds.features.FeaturesDict:
+  """The config's features, from the spec (`features.Input.stored`):
+  MOVIELENS inputs as TFDS's movielens has them, the others with their
+  numpy type; the ratings configs keep every movielens feature."""
   base = dict(tfds_movielens_features().items())
-  extra = {"director": np.str_, "star": np.str_, "release_year": np.int32}
+  added = {i.name: i.stored for i in features.stored_inputs()
+           if i.stored != features.MOVIELENS}
   if config in RATINGS_CONFIGS:
+    extra = {k: v for k, v in added.items()
+             if features.INPUT_BY_NAME[k].entity in (features.USER,
+                                                     features.MOVIE)}
     return tfds.features.FeaturesDict(
         {**base, "raw_user_age": np.float32, **extra})
-  if config == "movies":
-    movie = {k: base[k] for k in ("movie_id", "movie_title", "movie_genres")}
-    return tfds.features.FeaturesDict({**movie, **extra})
-  user = {k: base[k] for k in _USER_COLUMNS if k != "raw_user_age"}
-  return tfds.features.FeaturesDict({**user, "raw_user_age": np.float32})
+  entity = features.MOVIE if config == "movies" else features.USER
+  columns = _movie_columns() if config == "movies" else _user_columns()
+  out = {}
+  for name in columns:
+    if name in added:
+      out[name] = added[name]
+    elif name == "raw_user_age":
+      out[name] = np.float32
+    else:
+      out[name] = base[name]
+  del entity
+  return tfds.features.FeaturesDict(out)
+
+
+def spec_hash(config: str) -> str:
+  """A hash of what the spec makes the config store: its features and,
+  for added columns, where they come from. A build with another hash is
+  rebuilt (`tfrs_pipeline.dataset`)."""
+  parts = [repr(_features(config))]
+  for i in features.stored_inputs():
+    if i.stored != features.MOVIELENS:
+      source = _source_of(i.raw)
+      parts.append(f"{i.name}:{i.stored}:{source}")
+  return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _source_of(fn) -> str:
+  """A stable text of an `Input.raw`: the column name, or the function's
+  source (its bytecode when the source is not in a file)."""
+  if fn is None or isinstance(fn, str):
+    return str(fn)
+  try:
+    return inspect.getsource(fn)
+  except (OSError, TypeError):
+    code = getattr(fn, "__code__", None)
+    return (code.co_code.hex() + repr(code.co_consts) if code is not None
+            else repr(fn))
+
+
+def _with_added_columns(frame, entity: str):
+  """The raw table with the spec's added columns of `entity` computed
+  (`Input.raw`: a function of the table, or another column's name)."""
+  frame = frame.copy()
+  for i in _stored(entity):
+    if i.stored == features.MOVIELENS:
+      continue
+    if callable(i.raw):
+      frame[i.name] = i.raw(frame)
+    elif i.raw:
+      frame[i.name] = frame[i.raw]
+    if i.name not in frame.columns:
+      raise raw.BadInputError(f"the raw {entity}s have no column {i.name!r} "
+                              "(set Input.raw in tfrs_pipeline/features.py)")
+  return frame
 
 
 class MovielensEnriched(tfds.core.GeneratorBasedBuilder):
@@ -104,11 +175,15 @@ class MovielensEnriched(tfds.core.GeneratorBasedBuilder):
     data = self._load(dl_manager)
     self.info.metadata.update(describe_raw(data))
     name = self.builder_config.name
+    self.info.metadata["spec_hash"] = spec_hash(name)
+    data = dataclasses.replace(
+        data, movies=_with_added_columns(data.movies, features.MOVIE),
+        users=_with_added_columns(data.users, features.USER))
     if name == "movies":
-      return {"train": self._generate_table(data.movies, _MOVIE_COLUMNS,
+      return {"train": self._generate_table(data.movies, _movie_columns(),
                                           "movie_id")}
     if name == "users":
-      return {"train": self._generate_table(data.users, _USER_COLUMNS,
+      return {"train": self._generate_table(data.users, _user_columns(),
                                           "user_id")}
     examples = raw.ratings_examples(data)
     test = splits.test_mask(data.ratings, name)

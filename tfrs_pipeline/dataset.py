@@ -45,11 +45,15 @@ def builder(config: str, data_dir: Optional[str] = None,
 
 
 def _is_current(b, source: str, on_bad_line: str) -> bool:
+  """Built from this source with these options and the current spec
+  (`movielens_enriched.spec_hash`: a new stored input rebuilds)."""
   if not b.is_prepared():
     return False
   meta = b.info.metadata or {}
   return (meta.get("source_id") == source
-          and meta.get("on_bad_line") == on_bad_line)
+          and meta.get("on_bad_line") == on_bad_line
+          and meta.get("spec_hash") == movielens_enriched.spec_hash(
+              b.builder_config.name))
 
 
 def prepare(data_dir: Optional[str] = None, raw_data: Optional[str] = None,

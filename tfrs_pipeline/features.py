@@ -38,6 +38,13 @@ GENRE_SEPARATOR = "|"
 COMBINERS = ("mean", "sqrtn")  # pooling of multi_categorical embeddings
 
 
+# `Input.stored`: kept exactly as TFDS's `movielens/1m-ratings` stores it
+# (the builder takes that feature, so name and type cannot drift).
+MOVIELENS = "movielens"
+# `Input.display_as`: how a served movie row shows the value.
+DISPLAY_KINDS = ("text", "title", "year", "list", "person", "number")
+
+
 @dataclasses.dataclass(frozen=True)
 class Input:
   """A raw model input: one scalar per example.
@@ -50,12 +57,36 @@ class Input:
       computed per candidate by the candidate sources (`CANDIDATE_SOURCES`).
     default: value for an unknown user or movie (maps to OOV buckets).
     doc: one line for the README and the OpenAPI schema.
+    stored: how the TFDS dataset stores it: `MOVIELENS` (as TFDS's
+      movielens does), a numpy type (np.str_, np.int32, np.float32) for a
+      column the builder adds, or None (not stored: derived when loading,
+      e.g. `user_history`, or computed per request).
+    raw: for a column the builder adds: the raw table's column (default:
+      `name`) or a function of the raw table (`data.raw` movies or users
+      DataFrame) returning the column.
+    decode: how a MOVIELENS-stored value becomes the model input
+      (`pipeline.DECODERS`: class ids -> names, bool gender -> M/F, ...);
+      None: cast to `dtype`.
+    display: key of the value in a served movie row (None: not shown).
+    display_as: formatting of the shown value (`DISPLAY_KINDS`).
+    request: name of the field a new user's request may send for it (HTTP
+      body, CLI flag `--<request>`); None: requests cannot send it.
+    request_type: `int` or `str`, the type of that field.
+    request_doc: its help text.
   """
   name: str
   dtype: tf.DType
   entity: str
   default: object
   doc: str
+  stored: object = None
+  raw: object = None
+  decode: Optional[str] = None
+  display: Optional[str] = None
+  display_as: str = "text"
+  request: Optional[str] = None
+  request_type: type = str
+  request_doc: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,14 +132,21 @@ class Feature:
     return INPUT_BY_NAME[self.source].entity
 
 
+_ML = MOVIELENS
 INPUTS: List[Input] = [
-    Input("user_id", tf.string, USER, "", "MovieLens user id"),
-    Input("user_gender", tf.string, USER, "", "M or F"),
+    Input("user_id", tf.string, USER, "", "MovieLens user id", stored=_ML),
+    Input("user_gender", tf.string, USER, "", "M or F", stored=_ML,
+          decode="gender", request="gender", request_doc="M or F"),
     Input("bucketized_user_age", tf.string, USER, "",
-          "age bucket: 1, 18, 25, 35, 45, 50 or 56"),
+          "age bucket: 1, 18, 25, 35, 45, 50 or 56", stored=_ML,
+          decode="number_string", request="age", request_type=int,
+          request_doc="age in years (bucketized: 30 -> 25)"),
     Input("user_occupation_label", tf.string, USER, "",
-          "occupation label as in TFDS movielens (e.g. 'programmer')"),
-    Input("user_zip_code", tf.string, USER, "", "5-digit zip code"),
+          "occupation label as in TFDS movielens (e.g. 'programmer')",
+          stored=_ML, decode="class_name", request="occupation",
+          request_doc="e.g. programmer (see /meta)"),
+    Input("user_zip_code", tf.string, USER, "", "5-digit zip code",
+          stored=_ML, request="zip", request_doc="5-digit zip code"),
     # Derived from the train ratings (`pipeline.add_user_history`), never
     # from test ratings: a train example's own movie is left out of its
     # history; the users table and test/serving queries hold all of the
@@ -116,15 +154,21 @@ INPUTS: List[Input] = [
     Input("user_history", tf.string, USER, "",
           "the user's most recent rated movie ids, newest first, joined by "
           "'|'"),
-    Input("movie_id", tf.string, MOVIE, "", "MovieLens movie id"),
-    Input("movie_title", tf.string, MOVIE, "", "title with year"),
+    Input("movie_id", tf.string, MOVIE, "", "MovieLens movie id",
+          stored=_ML, display="movie_id"),
+    Input("movie_title", tf.string, MOVIE, "", "title with year",
+          stored=_ML, display="title", display_as="title"),
     Input("movie_genres", tf.string, MOVIE, "",
-          "genres joined by '|', e.g. 'Action|Comedy'"),
-    Input("director", tf.string, MOVIE, "", "first-listed director"),
-    Input("star", tf.string, MOVIE, "", "first-billed actor"),
-    Input("release_year", tf.float32, MOVIE, 0.0, "release year"),
+          "genres joined by '|', e.g. 'Action|Comedy'", stored=_ML,
+          decode="class_names", display="genres", display_as="list"),
+    Input("director", tf.string, MOVIE, "", "first-listed director",
+          stored=np.str_, display="director", display_as="person"),
+    Input("star", tf.string, MOVIE, "", "first-billed actor",
+          stored=np.str_, display="star", display_as="person"),
+    Input("release_year", tf.float32, MOVIE, 0.0, "release year",
+          stored=np.int32, display="year", display_as="year"),
     Input("timestamp", tf.int64, CONTEXT, 0,
-          "unix seconds of the request/rating"),
+          "unix seconds of the request/rating", stored=_ML),
 ]
 
 # The two-stage recommender's candidate sources. Each gives every
@@ -145,6 +189,22 @@ for _source, _what in CANDIDATE_SOURCES.items():
             f"{_what}: rank of the candidate in its list, 0 = not in it"),
   ]
 INPUT_BY_NAME: Dict[str, Input] = {i.name: i for i in INPUTS}
+
+
+def stored_inputs(entity: Optional[str] = None) -> List[Input]:
+  """The inputs the TFDS dataset stores (of one entity), in spec order."""
+  return [i for i in INPUTS if i.stored is not None
+          and (entity is None or i.entity == entity)]
+
+
+def display_inputs() -> List[Input]:
+  """The movie inputs a served row shows, in spec order."""
+  return [i for i in INPUTS if i.display]
+
+
+def request_inputs() -> List[Input]:
+  """The user inputs a new user's request may send, in spec order."""
+  return [i for i in INPUTS if i.request]
 
 _QCR = (QUERY, RANKING)
 _CCR = (CANDIDATE, RANKING)

@@ -54,28 +54,32 @@ _GENRE_NAMES = tf.constant(_FEATURES["movie_genres"].feature.names)
 _OCCUPATION_NAMES = tf.constant(_FEATURES["user_occupation_label"].names)
 
 
-def to_inputs(example: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-  """A TFDS example (any config) -> the raw model inputs it has.
+# `Input.decode`: a MOVIELENS-stored value -> the model input.
+DECODERS: Dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
+    # Genre ClassLabel ids -> "Action|Comedy".
+    "class_names": lambda v: tf.strings.reduce_join(
+        tf.gather(_GENRE_NAMES, v), separator=features.GENRE_SEPARATOR,
+        axis=-1),
+    # Occupation ClassLabel id -> its label.
+    "class_name": lambda v: tf.gather(_OCCUPATION_NAMES, v),
+    # bool (True = male) -> "M" / "F".
+    "gender": lambda v: tf.where(v, "M", "F"),
+    # 25.0 -> "25".
+    "number_string": lambda v: tf.strings.as_string(tf.cast(v, tf.int64)),
+}
 
-  Genres (ClassLabel ids) become a `|`-joined string, the occupation label
-  its name, gender `M`/`F`, the age bucket its integer as a string.
-  `user_rating` is kept when present.
-  """
+
+def to_inputs(example: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+  """A TFDS example (any config) -> the raw model inputs it has, each
+  decoded by its `Input.decode` (else cast to its dtype); `user_rating`
+  is kept when present."""
   out = {}
   for name, value in example.items():
-    if name == "movie_genres":
-      value = tf.strings.reduce_join(
-          tf.gather(_GENRE_NAMES, value), separator=features.GENRE_SEPARATOR,
-          axis=-1)
-    elif name == "user_occupation_label":
-      value = tf.gather(_OCCUPATION_NAMES, value)
-    elif name == "user_gender":
-      value = tf.where(value, "M", "F")
-    elif name == "bucketized_user_age":
-      value = tf.strings.as_string(tf.cast(value, tf.int64))
-    elif name == "release_year":
-      value = tf.cast(value, tf.float32)
-    if name in features.INPUT_BY_NAME or name == features.LABEL:
+    spec = features.INPUT_BY_NAME.get(name)
+    if spec is not None:
+      out[name] = (DECODERS[spec.decode](value) if spec.decode
+                   else tf.cast(value, spec.dtype))
+    elif name == features.LABEL:
       out[name] = value
   return out
 

@@ -56,8 +56,10 @@ from tfrs_pipeline.app import catalog as catalog_lib
 
 SOURCES = tuple(features.CANDIDATE_SOURCES)
 LIKED = 4.0
-DEMOGRAPHICS = ("user_gender", "bucketized_user_age",
-                "user_occupation_label", "user_zip_code")
+# A user's attributes (the users table's inputs but the id and history).
+DEMOGRAPHICS = tuple(i.name for i in features.INPUTS
+                     if i.entity == features.USER
+                     and i.name not in ("user_id", "user_history"))
 
 
 @dataclasses.dataclass

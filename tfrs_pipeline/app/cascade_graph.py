@@ -37,6 +37,7 @@ embedding against every movie instead.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Dict, List, Mapping, Optional, Sequence
 
@@ -169,10 +170,35 @@ class CascadeGraph(tf.Module):
       if not self.default_timestamp:
         self.default_timestamp = int(model.default_timestamp.numpy())
     self.default_ranker = next(iter(rankers), None)
-    self.candidates = tf.function(self._candidates, reduce_retracing=True)
-    self.recommend = tf.function(self._recommend, reduce_retracing=True)
+    # One concrete function each (input signatures with free batch and
+    # history sizes): no retracing and a cheap dispatch per call.
+    specs = self.input_specs()
+    self.candidates = tf.function(self._candidates, input_signature=[specs])
     self.source_scores = tf.function(self._source_scores,
-                                     reduce_retracing=True)
+                                     input_signature=[specs])
+    k_spec = tf.TensorSpec([], tf.int32, name="k")
+    self._recommend_fns = {
+        name: tf.function(functools.partial(self._recommend, ranker=name),
+                          input_signature=[specs, k_spec])
+        for name in self.rankers}
+
+  def input_specs(self) -> Dict[str, tf.TensorSpec]:
+    """Specs of `inputs()`: [None, None] index lists, [None] the rest."""
+    specs = {name: tf.TensorSpec([None, None], tf.int32, name=name)
+             for name in ("history", "liked", "exclude")}
+    specs["segment"] = tf.TensorSpec([None], tf.int32, name="segment")
+    for name in sorted(set(self.query_inputs) | set(self.user_inputs)):
+      specs[name] = tf.TensorSpec([None], features.INPUT_BY_NAME[name].dtype,
+                                  name=name)
+    return specs
+
+  def recommend(self, inputs, k: int, ranker: Optional[str] = None
+                ) -> Dict[str, tf.Tensor]:
+    """Top k [B, k] of the ranker `ranker` (default: the first): `index`
+    (catalogue indices, -1 pads), the ranker's outputs, each source's
+    score, `retrieved` [B, k, S] and `because` (module docstring)."""
+    fn = self._recommend_fns[ranker or self.default_ranker]
+    return fn(inputs, tf.constant(int(k), tf.int32))
 
   # ------------------------------------------------------------------
   # Python side: requests -> batch inputs.
@@ -198,8 +224,9 @@ class CascadeGraph(tf.Module):
         r, timestamp=stamp) for r in requests]
     out.update(user_values(stamped, sorted(
         set(self.query_inputs) | set(self.user_inputs))))
-    return {k: tf.constant(v.astype(str) if v.dtype == object else v)
-            for k, v in out.items()}
+    specs = self.input_specs()
+    return {k: tf.constant(v.astype(str) if v.dtype == object else v,
+                           dtype=specs[k].dtype) for k, v in out.items()}
 
   # ------------------------------------------------------------------
   # Graph.

@@ -57,41 +57,72 @@ def age_bucket(age: int) -> str:
   return str(max(b for b in raw.AGE_BUCKETS if b <= age))
 
 
-def demographic_inputs(age, gender, occupation, zip_code) -> Dict[str, str]:
-  """Validated query inputs of a new user.
-
-  age: years (mapped to the MovieLens bucket: 30 -> '25'); gender: M/F;
-  occupation: a label of `occupations()` (case-insensitive); zip_code: 5
-  digits (ZIP+4 accepted, cut to 5).
-  """
-  missing = [n for n, v in (("age", age), ("gender", gender),
-                            ("occupation", occupation), ("zip", zip_code))
-             if v is None or v == ""]
-  if missing:
-    raise InvalidRequestError(
-        "a new user needs age, gender, occupation and zip; missing: "
-        + ", ".join(missing))
+def _parse_age(v) -> str:
   try:
-    bucket = age_bucket(int(age))
+    return age_bucket(int(v))
   except (TypeError, ValueError) as e:
     if isinstance(e, InvalidRequestError):
       raise
-    raise InvalidRequestError(f"age must be an integer, got {age!r}") from e
-  g = str(gender).strip().upper()
+    raise InvalidRequestError(f"age must be an integer, got {v!r}") from e
+
+
+def _parse_gender(v) -> str:
+  g = str(v).strip().upper()
   if g not in GENDERS:
-    raise InvalidRequestError(f"gender must be M or F, got {gender!r}")
+    raise InvalidRequestError(f"gender must be M or F, got {v!r}")
+  return g
+
+
+def _parse_occupation(v) -> str:
   labels = {o.lower(): o for o in occupations()}
-  occ = labels.get(str(occupation).strip().lower())
+  occ = labels.get(str(v).strip().lower())
   if occ is None:
     raise InvalidRequestError(
-        f"unknown occupation {occupation!r}; one of: "
+        f"unknown occupation {v!r}; one of: "
         + ", ".join(sorted(labels.values())))
-  z = str(zip_code).strip()
+  return occ
+
+
+def _parse_zip(v) -> str:
+  z = str(v).strip()
   if not re.fullmatch(r"\d{5}(-\d{4})?", z):
+    raise InvalidRequestError(f"zip must be a 5-digit zip code, got {v!r}")
+  return z[:5]
+
+
+# How a request field becomes its model input (by input name); a request
+# input without one is taken as its stripped string.
+REQUEST_PARSERS = {"bucketized_user_age": _parse_age,
+                   "user_gender": _parse_gender,
+                   "user_occupation_label": _parse_occupation,
+                   "user_zip_code": _parse_zip}
+
+
+def request_inputs(values: Mapping[str, object]) -> Dict[str, str]:
+  """Validated model inputs of a new user from request fields: {field
+  (`Input.request`, e.g. "age"): value} for every input of
+  `features.request_inputs()`; all are required."""
+  specs = features.request_inputs()
+  missing = [i.request for i in specs
+             if values.get(i.request) is None or values.get(i.request) == ""]
+  if missing:
     raise InvalidRequestError(
-        f"zip must be a 5-digit zip code, got {zip_code!r}")
-  return {"bucketized_user_age": bucket, "user_gender": g,
-          "user_occupation_label": occ, "user_zip_code": z[:5]}
+        "a new user needs " + ", ".join(i.request for i in specs[:-1])
+        + f" and {specs[-1].request}; missing: " + ", ".join(missing))
+  out = {}
+  for i in specs:
+    parse = REQUEST_PARSERS.get(i.name, lambda v: str(v).strip())
+    out[i.name] = parse(values[i.request])
+  return out
+
+
+def demographic_inputs(age, gender, occupation, zip_code) -> Dict[str, str]:
+  """Validated query inputs of a new user (`request_inputs` of the four
+  demographics): age in years (mapped to the MovieLens bucket: 30 ->
+  '25'); gender M/F; occupation, a label of `occupations()`
+  (case-insensitive); zip_code, 5 digits (ZIP+4 accepted, cut to 5)."""
+  return request_inputs({"age": age, "gender": gender,
+                         "occupation": occupation, "zip": zip_code})
 
 
 def validate_ratings(ratings, catalog: "Catalog", max_ratings: int = 500
@@ -396,21 +427,35 @@ def load_catalog(path: str, history: str = "all") -> "Catalog":
   return Catalog(movies, users, ratings)
 
 
+def _person(v):
+  return None if v in ("", raw.UNKNOWN) else v
+
+
+# `features.Input.display_as` -> how a stored value is shown.
+DISPLAY = {
+    "text": lambda v: v,
+    "title": lambda v: _YEAR_SUFFIX.sub("", v),
+    "year": lambda v: int(v) or None,
+    "list": lambda v: [g for g in v.split(features.GENRE_SEPARATOR) if g],
+    "person": _person,
+    "number": float,
+}
+_EMPTY = {"list": []}
+
+
 def movie_row(catalog: Catalog, movie_id: str) -> dict:
-  """Display fields of a movie (unknown director/star -> None)."""
+  """Display fields of a movie, one per `features.display_inputs()`
+  (`Input.display` -> the value formatted by `Input.display_as`); an
+  unknown movie shows None (genres: [])."""
   i = catalog.movie_row.get(movie_id)
-  if i is None:
-    return {"movie_id": movie_id, "title": None, "year": None, "genres": [],
-            "director": None, "star": None}
-  m = catalog.movies
-  year = int(m["release_year"][i])
-  person = lambda v: None if v in ("", raw.UNKNOWN) else v  # noqa: E731
-  genres = m["movie_genres"][i]
-  return {
-      "movie_id": movie_id,
-      "title": _YEAR_SUFFIX.sub("", m["movie_title"][i]),
-      "year": year or None,
-      "genres": [g for g in genres.split(features.GENRE_SEPARATOR) if g],
-      "director": person(m["director"][i]),
-      "star": person(m["star"][i]),
-  }
+  row = {"movie_id": movie_id}
+  for spec in features.display_inputs():
+    if spec.name == "movie_id":
+      continue
+    if i is None or spec.name not in catalog.movies:
+      row[spec.display] = _EMPTY.get(spec.display_as)
+    else:
+      value = catalog.movies[spec.name][i]
+      row[spec.display] = DISPLAY[spec.display_as](
+          value.item() if hasattr(value, "item") else value)
+  return row

@@ -21,7 +21,7 @@ from absl import logging
 
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 
-from tfrs_pipeline import errors
+from tfrs_pipeline import errors, features
 from tfrs_pipeline.app import catalog as catalog_lib
 from tfrs_pipeline.app import recommender as recommender_lib
 from tfrs_pipeline.app.catalog import HISTORY_CHOICES
@@ -68,11 +68,9 @@ def _define_flags():
   define("integer", "num_candidates", recommender_lib.DEFAULT_CANDIDATES,
          "Merged candidates to rank per request (0: the list size the "
          "ranker was trained with).")
-  define("integer", "age", None, "New user: age in years (bucketized).")
-  define("string", "gender", None, "New user: M or F.")
-  define("string", "occupation", None,
-         "New user: occupation label, e.g. programmer.")
-  define("string", "zip", None, "New user: 5-digit zip code.")
+  for spec in features.request_inputs():  # --age --gender ... (the spec)
+    define("integer" if spec.request_type is int else "string",
+           spec.request, None, f"New user: {spec.request_doc or spec.doc}.")
   define("string", "ratings", None,
          "New user: rated movie ids, comma-separated, each with an optional "
          ":rating 1-5, e.g. 2571:5,1:4,260 (with or without --age "
@@ -123,8 +121,9 @@ def parse_ratings(text: str) -> List[Tuple[str, Optional[float]]]:
 def recommend_main(argv) -> None:
   del argv
   logging.set_verbosity(logging.WARNING)
-  demo = (FLAGS.age, FLAGS.gender, FLAGS.occupation, FLAGS.zip)
-  has_demo = any(v is not None for v in demo)
+  demo = {i.request: FLAGS[i.request].value
+          for i in features.request_inputs()}
+  has_demo = any(v is not None for v in demo.values())
   has_ratings = FLAGS.ratings is not None
   if FLAGS.user_id is None and not has_demo and not has_ratings:
     raise errors.ConfigError("pass --user_id, or --ratings and/or --age "
@@ -132,7 +131,7 @@ def recommend_main(argv) -> None:
   if FLAGS.user_id is not None and has_ratings:
     raise errors.ConfigError("pass --user_id or --ratings, not both")
   pairs = parse_ratings(FLAGS.ratings)
-  inputs = catalog_lib.demographic_inputs(*demo) if has_demo else None
+  inputs = catalog_lib.request_inputs(demo) if has_demo else None
   recommender_lib.check_k(FLAGS.k)
   catalog = catalog_lib.load_catalog(
       os.path.join(FLAGS.runs, "sources", "export", "sources",
@@ -156,7 +155,7 @@ def recommend_main(argv) -> None:
   elif has_ratings:
     rows = rec.recommend_for_ratings(ratings, inputs, k=FLAGS.k)
   else:
-    rows = rec.recommend_new_user(*demo, k=FLAGS.k)
+    rows = rec.recommend_for_inputs(inputs, k=FLAGS.k)
   numbers = ("predicted_rating", "score", "retrieval_score")
   if FLAGS.json:
     _print(rows, numbers)

@@ -194,10 +194,16 @@ class Recommender:
                          timestamp: Optional[int] = None) -> List[dict]:
     """Cold start from demographics (see `demographic_inputs`)."""
     del num_candidates
+    return self.recommend_for_inputs(
+        demographic_inputs(age, gender, occupation, zip_code), k, timestamp)
+
+  def recommend_for_inputs(self, inputs: Mapping[str, str], k: int = 10,
+                           timestamp: Optional[int] = None) -> List[dict]:
+    """Cold start from validated request inputs (`catalog.request_inputs`:
+    input name -> value)."""
     check_k(k)
-    user = demographic_inputs(age, gender, occupation, zip_code)
     return self.recommend_request(cascade.Request(
-        demographics=user, timestamp=int(timestamp or 0)), k)
+        demographics=dict(inputs), timestamp=int(timestamp or 0)), k)
 
   def recommend_for_ratings(self, ratings: Sequence[Tuple[str,
                                                           Optional[float]]],

@@ -42,6 +42,7 @@ from fastapi import responses, staticfiles
 import pydantic
 from starlette import exceptions as starlette_exceptions
 
+from tfrs_pipeline import features
 from tfrs_pipeline.app import catalog, recommender
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -70,24 +71,30 @@ class RatingIn(pydantic.BaseModel):
     return v
 
 
-class NewUser(pydantic.BaseModel):
-  """A recommendation request: a known `user_id`, or a new user's ratings
-  and/or demographics (all four of age, gender, occupation, zip)."""
-  model_config = pydantic.ConfigDict(extra="forbid")
-  ratings: Optional[List[RatingIn]] = pydantic.Field(
-      None, description=f"new user: movies they rated (at most "
-      f"{MAX_RATINGS}; first = most recent); never recommended back")
-  user_id: Optional[str] = pydantic.Field(
-      None, max_length=32, description="known MovieLens user id")
-  age: Optional[int] = pydantic.Field(
-      None, ge=1, le=120, description="age in years (bucketized: 30 -> 25)")
-  gender: Optional[str] = pydantic.Field(None, max_length=8,
-                                         description="M or F")
-  occupation: Optional[str] = pydantic.Field(
-      None, max_length=64, description="e.g. programmer (see /meta)")
-  zip: Optional[str] = pydantic.Field(None, max_length=10,
-                                      description="5-digit zip code")
-  k: int = pydantic.Field(10, ge=1, le=MAX_K)
+def _request_model() -> type:
+  """The POST /recommend body: a known `user_id`, or a new user's ratings
+  and/or the fields of `features.request_inputs()` (age, gender,
+  occupation, zip: generated from the spec, each optional here and
+  validated together by `catalog.request_inputs`), and `k`."""
+  fields = {
+      "ratings": (Optional[List[RatingIn]], pydantic.Field(
+          None, description=f"new user: movies they rated (at most "
+          f"{MAX_RATINGS}; first = most recent); never recommended back")),
+      "user_id": (Optional[str], pydantic.Field(
+          None, max_length=32, description="known MovieLens user id")),
+  }
+  for spec in features.request_inputs():
+    kind = (Optional[int] if spec.request_type is int
+            else Optional[pydantic.constr(max_length=64)])
+    fields[spec.request] = (kind, pydantic.Field(
+        None, description=spec.request_doc or spec.doc))
+  fields["k"] = (int, pydantic.Field(10, ge=1, le=MAX_K))
+  return pydantic.create_model(
+      "NewUser", __config__=pydantic.ConfigDict(extra="forbid"),
+      __doc__=_request_model.__doc__, **fields)
+
+
+NewUser = _request_model()
 
 
 class _BodyTooLarge(starlette_exceptions.HTTPException):
@@ -121,6 +128,13 @@ class BodyLimit:
       return message
 
     return await self.app(scope, limited, send)
+
+
+def _json(content) -> responses.JSONResponse:
+  """A JSON response of plain Python values (skips FastAPI's encoder,
+  which walks every row: the recommendation routes return their rows
+  as built)."""
+  return responses.JSONResponse(content)
 
 
 def _error(code: int, message: str, **extra) -> responses.JSONResponse:
@@ -258,33 +272,36 @@ def meta(rec=Ready):
 @router.get("/recommend", summary="Top-k movies for a known user")
 def recommend_get(user_id: str = fastapi.Query(..., max_length=32),
                   k: int = fastapi.Query(10, ge=1, le=MAX_K), rec=Ready):
-  return {"user_id": user_id, "k": k, "items": rec.recommend(user_id, k)}
+  return _json({"user_id": user_id, "k": k,
+                "items": rec.recommend(user_id, k)})
 
 
 @router.post("/recommend", summary="Top-k movies for a known or new user")
 def recommend_post(body: NewUser, rec=Ready):
-  demo = (body.age, body.gender, body.occupation, body.zip)
+  demo = {i.request: getattr(body, i.request)
+          for i in features.request_inputs()}
+  no_demo = all(v is None for v in demo.values())
   if body.ratings is not None:
     if body.user_id:
       raise catalog.InvalidRequestError(
           "send user_id or ratings, not both (ratings are for a new user)")
-    inputs = (None if all(v is None for v in demo)
-              else catalog.demographic_inputs(*demo))
+    inputs = None if no_demo else catalog.request_inputs(demo)
     ratings = catalog.validate_ratings(
         [r.model_dump() for r in body.ratings], rec.catalog, MAX_RATINGS)
-    return {"user_id": None, "k": body.k, "ratings_used": len(ratings),
-            "cold_start": inputs,
-            "items": rec.recommend_for_ratings(ratings, inputs, body.k)}
-  if body.user_id and all(v is None for v in demo):
-    return {"user_id": body.user_id, "k": body.k,
-            "items": rec.recommend(body.user_id, body.k)}
+    return _json({"user_id": None, "k": body.k,
+                  "ratings_used": len(ratings), "cold_start": inputs,
+                  "items": rec.recommend_for_ratings(ratings, inputs,
+                                                     body.k)})
+  if body.user_id and no_demo:
+    return _json({"user_id": body.user_id, "k": body.k,
+                  "items": rec.recommend(body.user_id, body.k)})
   if body.user_id and body.user_id in rec.catalog.user_row:
     raise catalog.InvalidRequestError(
         f"user {body.user_id!r} is known: send user_id or demographics, "
         "not both")
-  inputs = catalog.demographic_inputs(*demo)
-  return {"user_id": None, "k": body.k, "cold_start": inputs,
-          "items": rec.recommend_new_user(*demo, k=body.k)}
+  inputs = catalog.request_inputs(demo)
+  return _json({"user_id": None, "k": body.k, "cold_start": inputs,
+                "items": rec.recommend_for_inputs(inputs, body.k)})
 
 
 @router.get("/movies", summary="Movies whose title contains q")
