@@ -140,18 +140,18 @@ def sample_negatives(user_ids: np.ndarray, movie_ids: np.ndarray,
 def negative_examples(ratings: Columns, rows: np.ndarray,
                       movie_index: np.ndarray, movies: Columns) -> Columns:
   """Negative rows: the rating's user and time, the sampled movie's
-  features, `user_rating` 0 and `rated` 0."""
+  inputs (joined by id with `pipeline.join_movies`, the one join of movie
+  attributes in training), `user_rating` 0 and `rated` 0."""
+  ids = np.asarray(movies["movie_id"]).astype(str)[movie_index]
+  joined = {"movie_id": ids, **pipeline.join_movies(movies, ids)}
   out = {}
   for name, col in ratings.items():
     spec = features.INPUT_BY_NAME.get(name)
     if spec is not None and spec.entity == features.MOVIE:
-      if name in movies:
-        values = movies[name][movie_index]
-        out[name] = values.astype(col.dtype) if col.dtype != object else (
-            np.asarray([v.encode() if isinstance(v, str) else v
-                        for v in values], dtype=object))
-      else:
-        out[name] = np.full(len(rows), spec.default, col.dtype)
+      values = joined.get(name, np.full(len(rows), spec.default))
+      out[name] = values.astype(col.dtype) if col.dtype != object else (
+          np.asarray([v.encode() if isinstance(v, str) else v
+                      for v in values], dtype=object))
     else:
       out[name] = col[rows]
   out[features.LABEL] = np.zeros(len(rows), np.float32)

@@ -229,7 +229,7 @@ def e2e_section(ctx: Context) -> Callable[[], Dict]:
         os.path.join(root, "retrieval", "export"),
         {name: os.path.join(d, "export", "ranking")
          for name, d in rankers.items()},
-        cascade.read_config(sources_dir))
+        cascade.read_config(sources_dir).served())
     quality = cascade_eval.evaluate(system, data)
     new_users = cascade_eval.evaluate_new_users(system, data)
     users = sorted(set(data.seen_ratings.user_id))[:200]

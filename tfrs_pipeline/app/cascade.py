@@ -72,7 +72,11 @@ class CascadeConfig:
   ease: int = 200
   ease_liked: int = 100
   popularity: int = 50
-  list_size: int = 300  # merged candidates ranked per request
+  list_size: int = 300  # merged candidates per training list
+  # Merged candidates ranked per request at serving (and in the bench):
+  # on the validation split 100, 150, 200 and 300 gave the same NDCG@10
+  # (0.1797) behind a ranker trained on lists of 300; 100 ranks 3x faster.
+  serve_list_size: int = 100
   ease_l2: float = 1000.0
   ease_liked_l2: float = 500.0
   ease_neighbours: int = 300  # stored neighbours per movie (largest |B|)
@@ -86,6 +90,10 @@ class CascadeConfig:
   cold_given: int = 5
   seed: int = 42
 
+  def served(self) -> "CascadeConfig":
+    """This configuration with `list_size` = `serve_list_size`."""
+    return dataclasses.replace(self, list_size=self.serve_list_size)
+
   def counts(self) -> Dict[str, int]:
     return {s: int(getattr(self, s)) for s in SOURCES}
 
@@ -93,8 +101,9 @@ class CascadeConfig:
     for name, n in self.counts().items():
       if n < 0:
         raise ValueError(f"{name} candidates must be >= 0, got {n}")
-    if self.list_size < 1:
-      raise ValueError(f"list_size must be >= 1, got {self.list_size}")
+    if min(self.list_size, self.serve_list_size) < 1:
+      raise ValueError(f"list_size and serve_list_size must be >= 1, got "
+                       f"{self.list_size}, {self.serve_list_size}")
 
 
 @dataclasses.dataclass

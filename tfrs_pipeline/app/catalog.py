@@ -378,10 +378,14 @@ def save_catalog(path: str, catalog: "Catalog", is_test: np.ndarray) -> str:
     for k, v in getattr(catalog, table).items():
       arrays[f"{table}/{k}"] = (v.astype(str) if v.dtype == object else v)
   r = catalog.ratings
-  arrays["ratings/user"] = np.asarray(
-      [catalog.user_row[u] for u in r["user_id"]], np.int32)
-  arrays["ratings/movie"] = np.asarray(
-      [catalog.movie_row[m] for m in r["movie_id"]], np.int32)
+  for name, key, table in (("user", "user_id", catalog.users),
+                           ("movie", "movie_id", catalog.movies)):
+    index = pd.Index(np.asarray(table[key]).astype(str)).get_indexer(
+        np.asarray(r[key]).astype(str))
+    if (index < 0).any():
+      raise errors.InputError(f"a rating names an unknown {name} id "
+                              f"{np.asarray(r[key])[index < 0][0]!r}")
+    arrays[f"ratings/{name}"] = index.astype(np.int32)
   arrays["ratings/user_rating"] = r["user_rating"].astype(np.float32)
   arrays["ratings/timestamp"] = r["timestamp"].astype(np.int64)
   arrays["ratings/is_test"] = np.asarray(is_test, bool)

@@ -66,8 +66,8 @@ def _define_flags():
   define("bool", "json", False, "Print a JSON list instead of a table.")
   define("string", "user_id", None, "MovieLens user id.")
   define("integer", "num_candidates", recommender_lib.DEFAULT_CANDIDATES,
-         "Merged candidates to rank per request (0: the list size the "
-         "ranker was trained with).")
+         "Merged candidates to rank per request (0: the served "
+         "CascadeConfig.serve_list_size).")
   for spec in features.request_inputs():  # --age --gender ... (the spec)
     define("integer" if spec.request_type is int else "string",
            spec.request, None, f"New user: {spec.request_doc or spec.doc}.")

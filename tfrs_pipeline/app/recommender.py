@@ -64,8 +64,8 @@ class Recommender:
     ranking_dir: RUNS/ranking/export/ranking (`rank_lists`).
     catalog: movie table, user table and the ratings that count as
       already rated (also the history of a known user).
-    num_candidates: merged candidates ranked per request (default: the
-      trained `list_size`).
+    num_candidates: merged candidates ranked per request (default:
+      `CascadeConfig.serve_list_size`).
   """
 
   def __init__(self, sources_dir: str, retrieval_export: str,
@@ -74,7 +74,7 @@ class Recommender:
     self.catalog = catalog
     self.dirs = {"sources": sources_dir, "retrieval": retrieval_export,
                  "ranking": ranking_dir}
-    config = cascade.read_config(sources_dir)
+    config = cascade.read_config(sources_dir).served()
     if num_candidates:
       config = dataclasses.replace(config, list_size=int(num_candidates))
     self.config = config
@@ -185,7 +185,7 @@ class Recommender:
   def recommend(self, user_id: str, k: int = 10,
                 num_candidates: Optional[int] = None) -> List[dict]:
     """Top-k rows for a known user (`UnknownUserError` otherwise)."""
-    del num_candidates  # the list size is the trained one
+    del num_candidates  # the list size is the served one
     check_k(k)
     return self.recommend_request(self.known_request(user_id), k)
 
