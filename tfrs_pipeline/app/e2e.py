@@ -170,6 +170,20 @@ def run_load_test_subprocess(runs_dir: str,
           "server": health.get("models", {})}
 
 
+def time_recommend_cli(runs_dir: str, user_id: str) -> float:
+  """Wall seconds of `tfrs-pipeline recommend --user_id=...` in a fresh
+  process, as a user runs it (raises if it fails)."""
+  start = time.time()
+  out = subprocess.run(
+      [sys.executable, "-c", "from tfrs_pipeline.app import cli; cli.run()",
+       "recommend", f"--user_id={user_id}", f"--runs={runs_dir}"],
+      capture_output=True, text=True, timeout=300, check=False)
+  seconds = time.time() - start
+  if out.returncode:
+    raise RuntimeError(f"recommend failed: {out.stderr[-2000:]}")
+  return round(seconds, 2)
+
+
 if __name__ == "__main__":
   # Load generator process: python -m tfrs_pipeline.app.e2e '{"base_url": ...}'
   print(json.dumps(load_test(**json.loads(sys.argv[1]))))
