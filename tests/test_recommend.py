@@ -33,7 +33,7 @@ from retrieval.model import RetrievalConfig
 config = pipeline.DataConfig(raw_data=sys.argv[1], data_dir=sys.argv[2])
 train_commands.train_all(
     sys.argv[3], config,
-    RetrievalConfig(epochs=1, batch_size=256, members=2),
+    RetrievalConfig(epochs=1, batch_size=256, members=2, passes_per_epoch=3),
     RankingConfig(epochs=1, lists_per_batch=16),
     cascade.CascadeConfig(two_tower=20, ease=20, ease_liked=10,
                           popularity=10, list_size=40),

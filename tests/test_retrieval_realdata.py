@@ -39,10 +39,11 @@ def real_run(tmp_path_factory):
   data_dir = (os.environ.get("TFRS_DATA_DIR")
               or str(tmp_path_factory.mktemp("tfds_real")))
   data_config = pipeline.DataConfig(raw_data=_raw_dir(), data_dir=data_dir)
-  # The shipped defaults (user examples) but one epoch (ten passes over
+  # The shipped defaults (user examples) but one epoch (five passes over
   # the users) of one member (the ensemble's code path is covered on the
   # generated data; the full default run: `make bench`).
-  config = train.RetrievalConfig(epochs=1, members=1, eval_sample=2000)
+  config = train.RetrievalConfig(epochs=1, members=1, eval_sample=2000,
+                                 passes_per_epoch=5)
   run_dir = str(tmp_path_factory.mktemp("retrieval_real") / "run")
   logs = []
   result = train.train_and_evaluate(config, data_config, run_dir,
@@ -90,7 +91,7 @@ def test_real_two_stage_beats_its_sources_order(real_run, tmp_path):
                                     data_dir=real_run["data_dir"])
   data = pipeline.load_data(data_config, log=lambda *a: None)
   config = cascade.CascadeConfig(two_tower=100, ease=100, ease_liked=50,
-                                 popularity=20, list_size=150)
+                                 popularity=20, list_size=150, cold_share=0.2)
   export = os.path.join(real_run["run_dir"], "export")
   metrics = cascade.train_ranker(
       data, export, str(tmp_path / "ranking"),

@@ -20,6 +20,9 @@ import numpy as np
 
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import tensorflow as tf
+# tf-keras keeps the switch for its layers' call traces in SavedModels here
+# (what `model.save(save_traces=False)` sets).
+from tf_keras.src.saving.legacy.saved_model import utils as keras_saved_model
 
 from tfrs_pipeline import features
 
@@ -109,7 +112,11 @@ def save_atomic(obj, export_dir: str, signatures=None,
   tmp = f"{export_dir}.tmp-{os.getpid()}"
   old = f"{export_dir}.old-{os.getpid()}"
   shutil.rmtree(tmp, ignore_errors=True)
-  tf.saved_model.save(obj, tmp, signatures=signatures, options=options)
+  # Without the Keras layers' own call traces: the exports are served by
+  # their signatures and functions, never rebuilt as Keras models, and the
+  # traces made the ranking model take 4.4 s to load instead of ~1 s.
+  with keras_saved_model.keras_option_scope(save_traces=False):
+    tf.saved_model.save(obj, tmp, signatures=signatures, options=options)
   if os.path.exists(export_dir):
     os.replace(export_dir, old)
   os.replace(tmp, export_dir)
