@@ -74,7 +74,7 @@ bench: install
 	$(CLI) bench $(RAW_FLAG) $(DATA_FLAG) --out_dir=bench
 
 serve: install
-	$(CLI) serve $(RAW_FLAG) $(DATA_FLAG) --runs=$(RUNS) --port=$(PORT)
+	$(CLI) serve --runs=$(RUNS) --port=$(PORT)
 
 clean:
 	rm -rf $(RUNS) reports bench/runs bench/serve_runs .pytest_cache
