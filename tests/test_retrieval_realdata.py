@@ -10,6 +10,8 @@ the popularity baseline computed in the same run.
 import json
 import os
 
+import numpy as np
+import pandas as pd
 import pytest
 
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
@@ -35,9 +37,8 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def real_run(tmp_path_factory):
-  data_dir = (os.environ.get("TFRS_DATA_DIR")
-              or str(tmp_path_factory.mktemp("tfds_real")))
+def real_run(tmp_path_factory, real_data_dir):
+  data_dir = real_data_dir  # $TFRS_DATA_DIR, else one build per session
   data_config = pipeline.DataConfig(raw_data=_raw_dir(), data_dir=data_dir)
   # The shipped defaults (user examples) but one epoch (five passes over
   # the users) of one member (the ensemble's code path is covered on the
@@ -98,12 +99,16 @@ def test_real_two_stage_beats_its_sources_order(real_run, tmp_path):
       RankingConfig(epochs=1, max_train_seconds=0), config,
       log=lambda *a: None)
   assert metrics["labels_in_lists"] > 10_000
-  cascade.train_sources(data, data_config, str(tmp_path / "sources"),
-                        config, log=lambda *a: None)
-  fitted = cascade.FittedSources.load(
-      str(tmp_path / "sources" / cascade.SOURCES_EXPORT))
+  # The served sources, fitted as `train sources` fits them (its export,
+  # catalogue included, is tested on the generated data).
+  users = pd.DataFrame({k: v for k, v in data.table("users").items()
+                        if k != "user_history"})
+  fitted = cascade.FittedSources.fit(
+      data.seen_ratings, users, np.asarray(data.table("movies")["movie_id"]),
+      config)
   system = cascade_eval.Cascade(fitted, export,
-                                {"mmoe": metrics["export_dir"]}, config)
+                                {"mmoe": metrics["export_dir"]},
+                                config.served())
   result = cascade_eval.evaluate(system, data, max_users=300,
                                  l2_values=(500.0,), log=lambda *a: None)
   m = result["methods"]
