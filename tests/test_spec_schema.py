@@ -2,7 +2,8 @@
 feature over it, and one new user input a request may send, each added
 in one place (`tfrs_pipeline/features.py`'s lists), reach the TFDS
 builder, the parsed inputs, both towers, the ranker and its signatures,
-the HTTP request model, the CLI flags and the displayed movie row; the
+the HTTP request model, the CLI flags, the displayed movie row and the
+CLI's table; the
 built dataset is rebuilt because the spec changed.
 
 The additions happen in a fresh process (every module reads the spec when
@@ -89,6 +90,8 @@ _SCRIPT = textwrap.dedent("""
     row = catalog.movie_row(cat, movies["movie_id"][0])
     out["display"] = row.get("title_length") == float(
         len(movies["movie_title"][0]))
+    out["cli_table"] = "title_length" in recommend_cli.format_table(
+        [row], ()).splitlines()[0]
     print(json.dumps(out))
 """)
 
@@ -111,5 +114,6 @@ def test_one_input_and_one_feature_reach_every_layer(tmp_path, fake_raw,
   assert got == {k: True for k in got}, got
   assert set(got) == {"builder_movies", "builder_users", "rebuilt", "stored",
                       "candidate_tower", "query_tower_user_input", "ranker",
-                      "signature", "request_schema", "cli_flag", "display"}
+                      "signature", "request_schema", "cli_flag", "display",
+                      "cli_table"}
 

@@ -28,10 +28,20 @@ from tfrs_pipeline.app.catalog import HISTORY_CHOICES
 
 MAX_K = recommender_lib.MAX_K
 
-_COLUMNS = (("rank", "#", 3), ("movie_id", "movie", 5), ("title", "title", 34),
-            ("year", "year", 4),
-            ("genres", "genres", 22), ("director", "director", 18),
-            ("star", "star", 18))
+# Table columns: rank, then every displayed movie input of the spec
+# (`features.display_inputs()`; id, title and year first), with these
+# headers and widths (others: their display key, 12 wide).
+_HEADERS = {"movie_id": ("movie", 5), "title": ("title", 34),
+            "year": ("year", 4), "genres": ("genres", 22),
+            "director": ("director", 18), "star": ("star", 18)}
+_FIRST = ("movie_id", "title", "year")
+
+
+def _columns():
+  keys = [i.display for i in features.display_inputs()]
+  keys = [k for k in _FIRST if k in keys] + [k for k in keys
+                                              if k not in _FIRST]
+  return [("rank", "#", 3)] + [(k, *_HEADERS.get(k, (k, 12))) for k in keys]
 
 
 def format_table(rows: List[dict], numbers: Sequence[str]) -> str:
@@ -42,7 +52,7 @@ def format_table(rows: List[dict], numbers: Sequence[str]) -> str:
       v = "|".join(v)
     v = "-" if v is None else str(v)
     return v if len(v) <= width else v[:width - 1] + "~"
-  cols = list(_COLUMNS) + [(n, n, max(len(n), 7)) for n in numbers]
+  cols = _columns() + [(n, n, max(len(n), 7)) for n in numbers]
   lines = ["  ".join(h.ljust(w) if k not in numbers else h.rjust(w)
                      for k, h, w in cols)]
   for row in rows:
