@@ -42,7 +42,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
@@ -164,17 +164,21 @@ def _check_resumable(run: runs.RunDir, config: RetrievalConfig) -> None:
 
 def train_and_evaluate(config: RetrievalConfig,
                        data_config: pipeline.DataConfig, run_dir: str,
-                       log: Callable[[str], Any] = print) -> Dict[str, Any]:
+                       log: Callable[[str], Any] = print,
+                       data: Optional[pipeline.Data] = None
+                       ) -> Dict[str, Any]:
   """Trains (resuming from RUN/checkpoints), evaluates and exports.
 
-  Returns the metrics dict written to RUN/metrics.json.
+  `data`: already loaded with `data_config` (and `config.history_length`),
+  else loaded here. Returns the metrics dict written to RUN/metrics.json.
   """
   start = time.perf_counter()
   run = runs.RunDir(run_dir)
   runs.set_seeds(config.seed)
   data_config = dataclasses.replace(data_config,
                                     history_length=config.history_length)
-  data = pipeline.load_data(data_config, log=log)
+  if data is None:
+    data = pipeline.load_data(data_config, log=log)
   latest = tf.train.latest_checkpoint(run.checkpoints)
   if latest:
     _check_resumable(run, config)

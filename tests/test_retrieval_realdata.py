@@ -40,16 +40,19 @@ pytestmark = [
 def real_run(tmp_path_factory, real_data_dir):
   data_dir = real_data_dir  # $TFRS_DATA_DIR, else one build per session
   data_config = pipeline.DataConfig(raw_data=_raw_dir(), data_dir=data_dir)
-  # The shipped defaults (user examples) but one epoch (five passes over
+  # The shipped defaults (user examples) but one epoch (three passes over
   # the users) of one member (the ensemble's code path is covered on the
   # generated data; the full default run: `make bench`).
   config = train.RetrievalConfig(epochs=1, members=1, eval_sample=2000,
-                                 passes_per_epoch=5)
+                                 passes_per_epoch=3)
   run_dir = str(tmp_path_factory.mktemp("retrieval_real") / "run")
   logs = []
+  # Loaded once for this run and the two-stage test (same data config).
+  data = pipeline.load_data(data_config, log=logs.append)
   result = train.train_and_evaluate(config, data_config, run_dir,
-                                    log=logs.append)
-  return dict(result=result, run_dir=run_dir, logs=logs, data_dir=data_dir)
+                                    log=logs.append, data=data)
+  return dict(result=result, run_dir=run_dir, logs=logs, data_dir=data_dir,
+              data=data, data_config=data_config)
 
 
 def test_real_metrics_are_sane(real_run):
@@ -88,15 +91,14 @@ def test_real_two_stage_beats_its_sources_order(real_run, tmp_path):
   two-tower source alone on the test split (first 300 users)."""
   from ranking.model import RankingConfig  # pylint: disable=g-import-not-at-top
   from tfrs_pipeline.app import cascade, cascade_eval  # pylint: disable=g-import-not-at-top
-  data_config = pipeline.DataConfig(raw_data=_raw_dir(),
-                                    data_dir=real_run["data_dir"])
-  data = pipeline.load_data(data_config, log=lambda *a: None)
+  data = real_run["data"]
   config = cascade.CascadeConfig(two_tower=100, ease=100, ease_liked=50,
                                  popularity=20, list_size=150, cold_share=0.2)
   export = os.path.join(real_run["run_dir"], "export")
   metrics = cascade.train_ranker(
       data, export, str(tmp_path / "ranking"),
-      RankingConfig(epochs=1, max_train_seconds=0), config,
+      RankingConfig(epochs=1, max_train_seconds=0, lists_per_batch=64),
+      config,
       log=lambda *a: None)
   assert metrics["labels_in_lists"] > 10_000
   # The served sources, fitted as `train sources` fits them (its export,
