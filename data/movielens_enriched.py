@@ -76,7 +76,6 @@ def _features(config: str) -> tfds.features.FeaturesDict:
                                                      features.MOVIE)}
     return tfds.features.FeaturesDict(
         {**base, "raw_user_age": np.float32, **extra})
-  entity = features.MOVIE if config == "movies" else features.USER
   columns = _movie_columns() if config == "movies" else _user_columns()
   out = {}
   for name in columns:
@@ -86,7 +85,6 @@ def _features(config: str) -> tfds.features.FeaturesDict:
       out[name] = np.float32
     else:
       out[name] = base[name]
-  del entity
   return tfds.features.FeaturesDict(out)
 
 

@@ -172,7 +172,7 @@ class CascadeGraph(tf.Module):
     self.default_ranker = next(iter(rankers), None)
     # One concrete function each (input signatures with free batch and
     # history sizes): no retracing and a cheap dispatch per call.
-    specs = self.input_specs()
+    specs = self._specs = self.input_specs()
     self.candidates = tf.function(self._candidates, input_signature=[specs])
     self.source_scores = tf.function(self._source_scores,
                                      input_signature=[specs])
@@ -224,7 +224,7 @@ class CascadeGraph(tf.Module):
         r, timestamp=stamp) for r in requests]
     out.update(user_values(stamped, sorted(
         set(self.query_inputs) | set(self.user_inputs))))
-    specs = self.input_specs()
+    specs = self._specs
     return {k: tf.constant(v.astype(str) if v.dtype == object else v,
                            dtype=specs[k].dtype) for k, v in out.items()}
 
@@ -343,10 +343,10 @@ class CascadeGraph(tf.Module):
     safe = tf.maximum(index, 0)
     out = {"index": index, LIST_MASK: tf.cast(valid, tf.float32)}
     keep = tf.cast(~excluded, tf.float32)
+    count_keep = tf.maximum(tf.reduce_sum(keep, 1, keepdims=True), 1.0)
     for s in SOURCES:
       if s in ranks:
         x = scores[s]
-        count_keep = tf.maximum(tf.reduce_sum(keep, 1, keepdims=True), 1.0)
         mean = tf.reduce_sum(x * keep, 1, keepdims=True) / count_keep
         var = tf.reduce_sum(tf.square(x - mean) * keep, 1,
                             keepdims=True) / count_keep
