@@ -1,5 +1,5 @@
-"""Candidate sources of the two-stage recommender: EASE item-to-item and
-segment popularity, plus `top_n` and `standardize` to merge their scores.
+"""Candidate sources of the two-stage recommender: EASE item-to-item,
+segment popularity and demographic popularity, plus `top_n` and `standardize` to merge their scores.
 
 Numpy and pandas only. Every source has a `movie_ids` [N] catalogue and
 scores users as [B, N] float32; `save` / `load` use one `.npz` file
@@ -425,6 +425,164 @@ class Popularity:
       return cls(a["movie_ids"], a["segments"], a["counts"], a["overall"],
                  name=str(a["name"]), min_rating=float(a["min_rating"]),
                  shrinkage=float(a["shrinkage"]))
+    except ValueError as e:
+      raise ValueError(f"{path}: {e}") from e
+
+
+# --------------------------------------------------------------------------
+# Demographic popularity (the cold-start source).
+
+
+def demographic_key(attribute: str, value) -> Optional[str]:
+  """"attribute=value" of one demographic input, None if missing or
+  malformed; gender and age bucket normalized as in `segment_key`."""
+  if value is None:
+    return None
+  if attribute == "user_gender":
+    value = _gender_key(value)
+  elif attribute == "bucketized_user_age":
+    value = _age_key(value)
+  else:
+    value = str(value).strip() or None
+  return None if value is None else f"{attribute}={value}"
+
+
+@dataclasses.dataclass(eq=False)
+class DemographicPopularity:
+  """Popularity by demographics, additive over the attributes.
+
+  A ridge regression of each user's liked movies (interactions with
+  `user_rating >= min_rating`, 0/1 [U, N]) on the one-hot demographic
+  values of `attributes` plus an unpenalized intercept:
+  W = argmin |Y - [1, X] W|^2 + l2 |W_X|^2. A user's score is
+  intercept + the rows of the user's known values; an unknown or missing
+  value adds nothing. It generalizes segment popularity: with one
+  attribute per (gender, age) pair and l2 -> 0 it is that segment's share
+  of liked interactions, and it pools segments that are too small to
+  count alone (an occupation within an age bucket). Chosen on validation
+  users held out of the fit (README, "Two stages").
+
+  Attributes:
+    movie_ids: [N] str.
+    keys: [F] str "attribute=value", sorted.
+    weights: [F, N] float32 per-value effects.
+    intercept: [N] float32.
+    name, min_rating, l2: how it was fit.
+  """
+  movie_ids: np.ndarray
+  keys: np.ndarray
+  weights: np.ndarray
+  intercept: np.ndarray
+  name: str = "popularity"
+  min_rating: float = 4.0
+  l2: float = 100.0
+
+  _KIND = "retrieval.sources.DemographicPopularity/1"
+
+  def __post_init__(self):
+    self.movie_ids = _catalogue(self.movie_ids)
+    self.keys = np.asarray(self.keys).astype(str).reshape(-1)
+    self.weights = np.asarray(self.weights, np.float32)
+    self.intercept = np.asarray(self.intercept, np.float32)
+    n, f = len(self.movie_ids), len(self.keys)
+    if self.weights.shape != (f, n) or self.intercept.shape != (n,):
+      raise ValueError(f"weights {self.weights.shape} must be [{f}, {n}] "
+                       f"and intercept {self.intercept.shape} [{n}]")
+    if not pd.Index(self.keys).is_unique:
+      raise ValueError("duplicate demographic keys")
+    if not (np.isfinite(self.weights).all()
+            and np.isfinite(self.intercept).all()):
+      raise ValueError("weights must be finite")
+    self.name = str(self.name)
+    self.min_rating = float(self.min_rating)
+    self.l2 = float(self.l2)
+    self.row = {k: i for i, k in enumerate(self.keys)}
+    self.attributes = sorted({k.split("=", 1)[0] for k in self.keys})
+
+  @classmethod
+  def fit(cls, ratings: pd.DataFrame, users: pd.DataFrame,
+          movie_ids: Sequence[str], attributes: Sequence[str],
+          l2: float = 100.0, min_rating: float = 4.0,
+          name: str = "popularity") -> "DemographicPopularity":
+    """Fits W on the users of `ratings` (each a row, whether or not they
+    liked anything) found in `users` (`user_id` and the `attributes`
+    columns); ratings of other users are dropped (they have no
+    demographics to regress on)."""
+    if l2 <= 0:
+      raise ValueError(f"l2 must be > 0, got {l2}")
+    if not attributes:
+      raise ValueError("attributes is empty")
+    _require_columns(users, ["user_id", *attributes], "users")
+    movie_ids = _catalogue(movie_ids)
+    user_ids = users.user_id.to_numpy().astype(str)
+    if not pd.Index(user_ids).is_unique:
+      dup = pd.Index(user_ids)[pd.Index(user_ids).duplicated()][0]
+      raise ValueError(f"duplicate user id {dup!r} in users")
+    rated_users, items = _interactions(ratings, movie_ids, min_rating)
+    # Every user who rated (liked or not) and has demographics is a row.
+    fitted = np.intersect1d(ratings.user_id.to_numpy().astype(str), user_ids)
+    if not len(fitted):
+      raise ValueError("no user of ratings is in users")
+    row_of = pd.Index(fitted)
+    table = users.set_index(users.user_id.astype(str)).reindex(fitted)
+    values = {a: [demographic_key(a, v) for v in table[a].tolist()]
+              for a in attributes}
+    keys = sorted({k for v in values.values() for k in v if k is not None})
+    if not keys:
+      raise ValueError("no demographic values among the rated users")
+    column = {k: i for i, k in enumerate(keys)}
+    x = np.zeros((len(fitted), len(keys) + 1), np.float64)
+    x[:, -1] = 1.0
+    for a in attributes:
+      for u, k in enumerate(values[a]):
+        if k is not None:
+          x[u, column[k]] = 1.0
+    n = len(movie_ids)
+    y_rows = row_of.get_indexer(rated_users)
+    known = y_rows >= 0
+    y_rows, items = y_rows[known], items[known]
+    # X^T Y without the dense [U, N] Y: per value, its users' interactions.
+    xty = np.zeros((x.shape[1], n), np.float64)
+    for f in range(x.shape[1]):
+      xty[f] = np.bincount(items[x[y_rows, f] > 0], minlength=n)
+    penalty = np.full(x.shape[1], float(l2))
+    penalty[-1] = 0.0
+    w = np.linalg.solve(x.T @ x + np.diag(penalty), xty)
+    return cls(movie_ids, np.asarray(keys), w[:-1].astype(np.float32),
+               w[-1].astype(np.float32), name=name, min_rating=min_rating,
+               l2=l2)
+
+  def rows(self, demographics: Sequence[Dict[str, object]]
+           ) -> np.ndarray:
+    """[B, A] int32 rows of `weights` of each user's attribute values
+    (`attributes` order); -1 = unknown or missing."""
+    return np.asarray(
+        [[self.row.get(demographic_key(a, d.get(a)), -1)
+          for a in self.attributes] for d in demographics],
+        np.int32).reshape(len(demographics), len(self.attributes))
+
+  def score(self, demographics: Sequence[Dict[str, object]]) -> np.ndarray:
+    """[B, N] float32 scores of users given as {attribute: value}."""
+    rows = self.rows(demographics)
+    padded = np.concatenate([self.weights, np.zeros((1, len(self.movie_ids)),
+                                                    np.float32)])
+    return (self.intercept[None, :]
+            + padded[np.where(rows >= 0, rows, len(self.keys))].sum(axis=1))
+
+  def save(self, path: str) -> None:
+    _save(path, self._KIND, dict(
+        movie_ids=self.movie_ids, keys=self.keys, weights=self.weights,
+        intercept=self.intercept, name=np.asarray(self.name),
+        min_rating=np.asarray(self.min_rating), l2=np.asarray(self.l2)))
+
+  @classmethod
+  def load(cls, path: str) -> "DemographicPopularity":
+    a = _load(path, cls._KIND, ["movie_ids", "keys", "weights", "intercept",
+                                "name", "min_rating", "l2"])
+    try:
+      return cls(a["movie_ids"], a["keys"], a["weights"], a["intercept"],
+                 name=str(a["name"]), min_rating=float(a["min_rating"]),
+                 l2=float(a["l2"]))
     except ValueError as e:
       raise ValueError(f"{path}: {e}") from e
 

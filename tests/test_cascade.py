@@ -2,6 +2,8 @@
 split, candidate sources and their merge, leak-free training lists, and
 the list ranker through its export."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -17,19 +19,23 @@ def _quiet(*_):
   pass
 
 
+@pytest.fixture(scope="module", name="carved_config")
+def _carved_config(fake_raw, fake_data_dir):
+  return pipeline.DataConfig(raw_data=fake_raw["path"],
+                             data_dir=fake_data_dir, label_share=0.3,
+                             holdout_users=0.2, history_length=50)
+
+
 @pytest.fixture(scope="module")
-def carved(fake_raw, fake_data_dir):
-  config = pipeline.DataConfig(raw_data=fake_raw["path"],
-                               data_dir=fake_data_dir, label_share=0.3,
-                               holdout_users=0.2, history_length=50)
-  return pipeline.load_data(config, log=_quiet)
+def carved(carved_config):
+  return pipeline.load_data(carved_config, log=_quiet)
 
 
 def _pairs(df):
   return set(zip(df.user_id.astype(str), df.movie_id.astype(str)))
 
 
-def test_carving_is_disjoint_and_complete(fake_data, carved):
+def test_carving_is_disjoint_and_complete(fake_data, carved, carved_config):
   # fake_data: default carving (label_share 0.2, no held-out users).
   train, labels = _pairs(carved.train_ratings), _pairs(carved.label_ratings)
   assert train and labels and not train & labels
@@ -43,9 +49,41 @@ def test_carving_is_disjoint_and_complete(fake_data, carved):
                 | _pairs(pipeline.ratings_frame(fake_data.test)))
   assert everything == (train | labels | _pairs(test)
                         | _pairs(carved.holdout))
-  # Label share is roughly what was asked (hash rule, 30%).
-  share = len(labels) / len(train | labels)
+  # Users new to every fit (cold_users, 10% of the users): all their
+  # train ratings are labels; the other users' label share is roughly what
+  # was asked (hash rule, 30%).
+  fitted = {u for u, _ in train}
+  new = {u for u, _ in labels} - fitted
+  assert new and len(new) < 0.3 * len(fitted)
+  warm = {(u, m) for u, m in labels if u in fitted}
+  share = len(warm) / len(train | warm)
   assert 0.2 < share < 0.4
+  none = pipeline.load_data(dataclasses.replace(
+      carved_config, cold_users=0.0), log=_quiet)
+  assert not {u for u, _ in _pairs(none.label_ratings)} - {
+      u for u, _ in _pairs(none.train_ratings)}
+  assert _pairs(none.seen_ratings) == train | labels
+
+
+def test_validation_mode_never_reads_test_new_users(fake_raw, fake_data_dir,
+                                                   carved):
+  config = pipeline.DataConfig(raw_data=fake_raw["path"],
+                               data_dir=fake_data_dir, label_share=0.3,
+                               holdout_users=0.2, validation_share=0.2,
+                               history_length=50)
+  val = pipeline.load_data(config, log=_quiet)
+  test_new = set(carved.holdout.user_id.astype(str))
+  val_new = set(val.holdout.user_id.astype(str))
+  users = lambda df: set(df.user_id.astype(str))
+  read = (users(val.train_ratings) | users(val.label_ratings)
+          | users(pipeline.ratings_frame(val.test)) | val_new)
+  # The test new users are nowhere; the validation ones are new users
+  # (in no fit), drawn from the others, with train-split ratings only.
+  assert test_new and not test_new & read
+  assert val_new and not val_new & (users(val.train_ratings)
+                                    | users(val.label_ratings))
+  test_split = _pairs(pipeline.ratings_frame(carved.test))
+  assert not _pairs(val.holdout) & test_split
 
 
 def test_histories_hold_no_labels(carved):
@@ -212,6 +250,24 @@ def test_lists_sources_never_saw_the_labels(fake_data, fitted):  # pylint: disab
   m = lists.candidates["movie_id"][0, 0]
   assert lists.candidates["director"][0, 0] == \
       movies_table["director"][row[m]]
+
+
+def test_new_user_lists_come_from_users_new_to_every_fit(fake_data):
+  labels, train = fake_data.label_ratings, fake_data.train_ratings
+  new = sorted(set(labels.user_id) - set(train.user_id))
+  assert new  # DataConfig.cold_users
+  config = cascade.CascadeConfig(cold_given=3)
+  pairs = cascade.new_user_requests(labels, fake_data.table("users"), new,
+                                    config)
+  assert [o for o, _ in pairs] == new + new
+  for owner, r in pairs:
+    assert r.user_id == "" and r.demographics  # a new user's request
+    mine = labels[labels.user_id == owner].sort_values(
+        ["timestamp", "movie_id"])
+    # Nothing excluded but the history (the graph always excludes it).
+    assert not r.exclude
+    if r.history:  # the earliest 3 ratings, newest first
+      assert list(r.history) == list(mine.movie_id.astype(str))[:3][::-1]
 
 
 def _served_graph(runs):

@@ -220,6 +220,108 @@ def test_popularity_shrinkage():
 
 
 # --------------------------------------------------------------------------
+# Demographic popularity.
+
+_ATTRS = ("user_gender", "bucketized_user_age", "user_occupation_label")
+
+
+def _demographic_data(seed=0, users=60, movies=9):
+  rng = np.random.default_rng(seed)
+  table = pd.DataFrame({
+      "user_id": [str(u) for u in range(users)],
+      "user_gender": rng.choice(["F", "M"], users),
+      "bucketized_user_age": rng.choice(["18", "25", "35"], users),
+      "user_occupation_label": rng.choice(["writer", "doctor"], users)})
+  pairs = [(u, m, r) for u in range(users) for m in range(movies)
+           if rng.random() < 0.5 for r in [rng.integers(1, 6)]]
+  u, m, r = zip(*pairs)
+  return _ratings(u, [f"m{j}" for j in m], r), table, [
+      f"m{j}" for j in range(movies + 1)]  # the last movie: never rated
+
+
+def test_demographic_popularity_is_the_ridge_solution():
+  ratings, users, movie_ids = _demographic_data()
+  model = sources.DemographicPopularity.fit(ratings, users, movie_ids,
+                                            _ATTRS, l2=3.0)
+  # Dense reference: one-hot X plus an unpenalized intercept, liked Y.
+  keys = sorted({f"{a}={v}" for a in _ATTRS for v in users[a]})
+  assert list(model.keys) == keys
+  x = np.array([[float(any(k == f"{a}={row[a]}" for a in _ATTRS))
+                 for k in keys] + [1.0] for _, row in users.iterrows()])
+  liked = ratings[ratings.user_rating >= 4]
+  y = np.zeros((len(users), len(movie_ids)))
+  y[liked.user_id.astype(int), [movie_ids.index(m) for m in liked.movie_id]] = 1
+  penalty = np.diag([3.0] * len(keys) + [0.0])
+  w = np.linalg.solve(x.T @ x + penalty, x.T @ y)
+  np.testing.assert_allclose(model.weights, w[:-1], atol=1e-5)
+  np.testing.assert_allclose(model.intercept, w[-1], atol=1e-5)
+  np.testing.assert_allclose(
+      model.score([dict(users.iloc[i]) for i in range(5)]), (x @ w)[:5],
+      atol=1e-5)
+  # No demographics: the intercept; a movie nobody rated scores 0.
+  assert model.score([{}]).dtype == np.float32
+  np.testing.assert_array_equal(model.score([{}])[0], model.intercept)
+  np.testing.assert_allclose(model.score([{}])[0, -1], 0.0, atol=1e-6)
+
+
+def test_demographic_popularity_unknown_values_and_forms():
+  ratings, users, movie_ids = _demographic_data(seed=1)
+  model = sources.DemographicPopularity.fit(ratings, users, movie_ids,
+                                            _ATTRS)
+  f = model.score([{"user_gender": "F"}])[0]
+  # Unknown values and attributes add nothing; a missing one neither.
+  np.testing.assert_allclose(model.score([
+      {"user_gender": "F", "bucketized_user_age": "99",
+       "user_occupation_label": "astronaut", "user_zip_code": "12345"},
+      {"user_gender": "F", "bucketized_user_age": None}]),
+      [f, f], rtol=1e-6)
+  np.testing.assert_allclose(
+      f, model.intercept + model.weights[model.row["user_gender=F"]],
+      rtol=1e-6)
+  # The raw frames' bool gender (True = M) and float age name the same rows.
+  np.testing.assert_array_equal(
+      model.rows([{"user_gender": True, "bucketized_user_age": 25.0}]),
+      model.rows([{"user_gender": "M", "bucketized_user_age": "25"}]))
+  # One attribute, l2 -> 0: each value's share of users liking the movie.
+  gender = sources.DemographicPopularity.fit(ratings, users, movie_ids,
+                                             ["user_gender"], l2=1e-6)
+  liked = ratings[ratings.user_rating >= 4].merge(users, on="user_id")
+  for g in ("F", "M"):
+    share = (liked[liked.user_gender == g].groupby("movie_id").size()
+             / (users.user_gender == g).sum())
+    got = gender.score([{"user_gender": g}])[0]
+    np.testing.assert_allclose(
+        got, share.reindex(movie_ids).fillna(0).to_numpy(), atol=1e-4)
+
+
+def test_demographic_popularity_errors_and_roundtrip(tmp_path):
+  ratings, users, movie_ids = _demographic_data(seed=2)
+  with pytest.raises(ValueError, match="no column 'user_occupation_label'"):
+    sources.DemographicPopularity.fit(
+        ratings, users.drop(columns="user_occupation_label"), movie_ids,
+        _ATTRS)
+  with pytest.raises(ValueError, match="l2 must be > 0"):
+    sources.DemographicPopularity.fit(ratings, users, movie_ids, _ATTRS,
+                                      l2=0.0)
+  with pytest.raises(ValueError, match="duplicate user id '1'"):
+    sources.DemographicPopularity.fit(
+        ratings, pd.concat([users, users.iloc[1:2]]), movie_ids, _ATTRS)
+  model = sources.DemographicPopularity.fit(ratings, users, movie_ids,
+                                            _ATTRS, l2=7.0)
+  path = str(tmp_path / "popularity.npz")
+  model.save(path)
+  loaded = sources.DemographicPopularity.load(path)
+  assert (loaded.l2, loaded.min_rating, list(loaded.keys)) == (
+      7.0, 4.0, list(model.keys))
+  request = [{"user_gender": "M", "user_occupation_label": "writer"}]
+  np.testing.assert_array_equal(loaded.score(request), model.score(request))
+  with pytest.raises(ValueError, match="not a retrieval.sources.Demographic"):
+    other = str(tmp_path / "ease.npz")
+    _hand_model().save(other)
+    sources.DemographicPopularity.load(other)
+
+
+# --------------------------------------------------------------------------
 # Merging.
 
 

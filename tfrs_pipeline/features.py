@@ -179,7 +179,7 @@ CANDIDATE_SOURCES: Dict[str, str] = {
     "two_tower": "the two-tower model (ScaNN)",
     "ease": "item-to-item EASE over all rated movies",
     "ease_liked": "item-to-item EASE over movies rated 4 or 5",
-    "popularity": "popularity in the user's (gender, age) segment",
+    "popularity": "popularity by the user's gender, age and occupation",
 }
 for _source, _what in CANDIDATE_SOURCES.items():
   INPUTS += [

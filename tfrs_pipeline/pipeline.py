@@ -18,13 +18,19 @@ ids, in this order):
 
 * `holdout_users`: a share of the users with ratings is left out of every
   fit (their train and test ratings form `Data.holdout`): new users for
-  the cold-start evaluation.
+  the cold-start evaluation. With `validation_share`, these test new
+  users leave the data altogether and the same share of the others (salt
+  `validation_holdout`) is held out instead, with their train ratings:
+  new-user choices never see a test new user.
 * `validation_share`: a share of each user's train ratings replaces the
   test split (`Data.test`), for choosing hyperparameters without reading
   the test split; the test split is then never opened.
 * `label_share`: a share of each remaining train rating is held out of
   `Data.train` as `Data.labels`: the labels the two-stage ranker learns
-  from candidates that sources fitted on `Data.train` retrieve. Histories
+  from candidates that sources fitted on `Data.train` retrieve. With it,
+  `cold_users`: a share of the users (salt `cold_users`) has all of its
+  remaining train ratings in `Data.labels` and none in `Data.train`: new
+  users to every fit, whose lists the ranker learns new users from. Histories
   of train and label examples (and `Data.fit_users`) hold only
   `Data.train` movies; test examples and `Data.users` hold all of the
   user's train movies (`Data.seen_ratings`), as a request does.
@@ -101,9 +107,14 @@ class DataConfig:
   label_share: float = 0.2
   validation_share: float = 0.0
   holdout_users: float = 0.0
+  # With label_share > 0: this share of the users (seeded) has all of its
+  # train ratings as labels and none in the fit part: new users for the
+  # ranker's new-user lists, as `holdout_users` are for the evaluation.
+  cold_users: float = 0.1
 
   def __post_init__(self):
-    for name in ("label_share", "validation_share", "holdout_users"):
+    for name in ("label_share", "validation_share", "holdout_users",
+                 "cold_users"):
       value = getattr(self, name)
       if not 0.0 <= value < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {value}")
@@ -173,7 +184,8 @@ def _frame(chunks, columns) -> pd.DataFrame:
 
 
 RATING_COLUMNS = ("user_id", "movie_id", "timestamp", features.LABEL)
-SALTS = {"holdout": 1, "validation": 2, "label": 3}
+SALTS = {"holdout": 1, "validation": 2, "label": 3, "validation_holdout": 4,
+         "cold_users": 5}
 
 
 def hash_share(keys: tf.Tensor, share: float, seed: int, salt: str
@@ -280,15 +292,28 @@ def load_data(config: DataConfig, log=print) -> Data:
   users = split("users", "train")
   holdout = None
   if config.holdout_users:
-    def held(batch):
+    def test_new_user(batch):
       return hash_share(batch["user_id"], config.holdout_users, seed,
                         "holdout")
+
+    def validation_new_user(batch):
+      return hash_share(batch["user_id"], config.holdout_users, seed,
+                        "validation_holdout")
+    held, sources = test_new_user, (train_all, test)
+    if config.validation_share:
+      # The test new users are never read: they leave the data, and the
+      # same share of the other users, by another rule, plays them with
+      # their train ratings.
+      train_all = _carve(train_all, lambda b: ~test_new_user(b))
+      test = _carve(test, lambda b: ~test_new_user(b))
+      held, sources = validation_new_user, (train_all,)
     holdout = pd.concat([ratings_frame(_carve(ds, held), RATING_COLUMNS)
-                         for ds in (train_all, test)], ignore_index=True)
+                         for ds in sources], ignore_index=True)
     train_all = _carve(train_all, lambda b: ~held(b))
     test = _carve(test, lambda b: ~held(b))
     log(f"[data] held out {holdout.user_id.nunique()} users "
-        f"({len(holdout)} ratings) of every fit")
+        f"({len(holdout)} ratings) of every fit"
+        + (" (validation new users)" if config.validation_share else ""))
   if config.validation_share:
     def valid(batch):
       return hash_share(rating_keys(batch), config.validation_share, seed,
@@ -303,8 +328,15 @@ def load_data(config: DataConfig, log=print) -> Data:
     def label(batch):
       return hash_share(rating_keys(batch), config.label_share, seed,
                         "label")
-    labels = _carve(train_all, label)
-    train = _carve(train_all, lambda b: ~label(b))
+
+    def cold_user(batch):
+      return hash_share(batch["user_id"], config.cold_users, seed,
+                        "cold_users")
+
+    def is_label(batch):
+      return label(batch) | cold_user(batch)
+    labels = _carve(train_all, is_label)
+    train = _carve(train_all, lambda b: ~is_label(b))
   log("[data] fitting vocabularies on the train split ...")
   # One pass: vocabularies and the rating columns.
   chunks = []

@@ -10,7 +10,8 @@ One code path for the ranker's training lists, the evaluation and serving,
    dotted with `candidates.npz` to score the other sources' candidates),
    EASE over all rated movies, EASE over the movies rated >= 4
    (`ease_liked`, which names the liked movie that brought a candidate)
-   and popularity in the user's (gender, age) segment. Each source's top
+   and demographic popularity (liked movies by the user's gender, age
+   and occupation, additive: `sources.DemographicPopularity`). Each source's top
    `CascadeConfig.<source>` movies (rated movies and `exclude` removed)
    are merged round-robin by rank into at most `list_size` candidates;
    every candidate keeps, per source, its score standardized over the
@@ -26,7 +27,10 @@ two-stage parts.
 Training lists (`training_lists`): the sources are fitted on `Data.train`
 only (the fit part); each user's candidates come from the user's fit-part
 history and are labelled with the user's held-out `Data.labels` ratings
-(`DataConfig.label_share`), which no source has seen. At serving, the
+(`DataConfig.label_share`), which no source has seen. Users new to every
+fit (`DataConfig.cold_users`) give new-user lists as the bench's held-out
+users are scored: from demographics only and from their first
+`cold_given` ratings, labelled with all their (other) train ratings. At serving, the
 cheap sources (EASE, popularity) are refitted on every train rating and
 requests carry the user's whole history; the two-tower model is the one
 trained on the fit part.
@@ -80,8 +84,11 @@ class CascadeConfig:
   ease_l2: float = 1000.0
   ease_liked_l2: float = 500.0
   ease_neighbours: int = 300  # stored neighbours per movie (largest |B|)
-  # The segment's counts + shrinkage x its size x the overall shares.
-  popularity_shrinkage: float = 0.1
+  # Demographic popularity (`sources.DemographicPopularity`): liked movies
+  # regressed on these attributes' one-hot values with this ridge l2.
+  popularity_attributes: tuple = ("user_gender", "bucketized_user_age",
+                                  "user_occupation_label")
+  popularity_l2: float = 100.0
   # Training lists of new users: for this share of the users (seeded),
   # also a list from demographics only and one from their `cold_given`
   # earliest ratings (their other fit-part movies excluded), labelled with
@@ -98,6 +105,11 @@ class CascadeConfig:
     return {s: int(getattr(self, s)) for s in SOURCES}
 
   def __post_init__(self):
+    self.popularity_attributes = tuple(self.popularity_attributes)
+    unknown = set(self.popularity_attributes) - set(DEMOGRAPHICS)
+    if unknown or not self.popularity_attributes:
+      raise ValueError(f"popularity_attributes must be among {DEMOGRAPHICS}, "
+                       f"got {self.popularity_attributes}")
     for name, n in self.counts().items():
       if n < 0:
         raise ValueError(f"{name} candidates must be >= 0, got {n}")
@@ -146,10 +158,10 @@ class Candidates:
 
 @dataclasses.dataclass
 class FittedSources:
-  """The numpy sources (EASE, EASE-liked, segment popularity)."""
+  """The numpy sources (EASE, EASE-liked, demographic popularity)."""
   ease: sources_lib.ItemToItem
   ease_liked: sources_lib.ItemToItem
-  popularity: sources_lib.Popularity
+  popularity: sources_lib.DemographicPopularity
 
   FILES = ("ease", "ease_liked", "popularity")
 
@@ -162,8 +174,9 @@ class FittedSources:
     liked = sources_lib.ItemToItem.fit(
         ratings, movie_ids, config.ease_liked_l2, config.ease_neighbours,
         min_rating=LIKED, name="ease_liked", positive_only=False)
-    popularity = sources_lib.Popularity.fit(
-        ratings, users, movie_ids, shrinkage=config.popularity_shrinkage)
+    popularity = sources_lib.DemographicPopularity.fit(
+        ratings, users, movie_ids, config.popularity_attributes,
+        l2=config.popularity_l2, min_rating=LIKED)
     return cls(ease, liked, popularity)
 
   def save(self, directory: str) -> None:
@@ -180,7 +193,7 @@ class FittedSources:
           f"no {missing[0]}: train the sources first (make train)")
     return cls(sources_lib.ItemToItem.load(paths["ease"]),
                sources_lib.ItemToItem.load(paths["ease_liked"]),
-               sources_lib.Popularity.load(paths["popularity"]))
+               sources_lib.DemographicPopularity.load(paths["popularity"]))
 
 
 # --------------------------------------------------------------------------
@@ -224,12 +237,16 @@ def training_lists(graph: cascade_graph.CascadeGraph, data: pipeline.Data,
     raise ValueError("no label ratings: DataConfig.label_share must be > 0 "
                      "to train a ranker on candidate lists")
   users = data.table("fit_users")
-  user_ids = sorted(set(labels.user_id) & set(data.train_ratings.user_id),
-                    key=lambda u: (len(u), u))
+  order = lambda ids: sorted(ids, key=lambda u: (len(u), u))
+  fitted = set(data.train_ratings.user_id)
+  user_ids = order(set(labels.user_id) & fitted)
   requests = user_requests(data.train_ratings, users, user_ids)
   owners = [r.user_id for r in requests]
   cold = cold_requests(data.train_ratings, requests, graph.config)
-  log(f"[lists] {len(requests)} users, + {len(cold)} new-user lists")
+  new_users = order(set(labels.user_id) - fitted)
+  cold += new_user_requests(labels, users, new_users, graph.config)
+  log(f"[lists] {len(requests)} users, + {len(cold)} new-user lists "
+      f"({len(new_users)} users new to every fit)")
   owners += [u for u, _ in cold]
   requests += [r for _, r in cold]
   label = pd.Series(labels.user_rating.to_numpy(np.float32), index=(
@@ -299,6 +316,24 @@ def cold_requests(ratings: pd.DataFrame, requests: Sequence[Request],
     out.append((r.user_id, Request(
         "", history, list(first.user_rating.astype(float))[::-1],
         r.demographics, seen - set(history), int(first.timestamp.max()))))
+  return out
+
+
+def new_user_requests(labels: pd.DataFrame, users: Mapping[str, np.ndarray],
+                      user_ids: Sequence[str], config: CascadeConfig
+                      ) -> List[tuple]:
+  """(owner, request) pairs of users new to every fit
+  (`DataConfig.cold_users`), labelled with all their train ratings as
+  the bench's held-out users are: demographics only, and their
+  `cold_given` earliest ratings (newest first; those movies excluded)."""
+  out = []
+  for r in user_requests(labels.iloc[:0], users, user_ids):
+    out.append((r.user_id, dataclasses.replace(r, user_id="")))
+  first = (labels[labels.user_id.isin(set(user_ids))]
+           .sort_values(["user_id", "timestamp", "movie_id"])
+           .groupby("user_id").head(config.cold_given))
+  for r in user_requests(first, users, user_ids):
+    out.append((r.user_id, dataclasses.replace(r, user_id="")))
   return out
 
 

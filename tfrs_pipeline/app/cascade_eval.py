@@ -20,9 +20,11 @@ Each method's list is scored with `metrics.ListMetrics` at K = 10, 20:
 `evaluate_new_users(cascade, data)` (data with `DataConfig.holdout_users`):
 users left out of every fit, (a) demographics only: NDCG of the served
 list on all their ratings rated >= 4, beside popularity and popularity in
-their (gender, age) segment; (b) given their first 5 ratings by time: the
+their (gender, age) segment (each counting every rating, and `_liked`
+ones counting ratings >= 4); (b) given their first 5 ratings by time: the
 served list on the rest, beside EASE folded in from the same 5 ratings
-and popularity.
+and the same popularity peers. Both also show each source alone
+(`source/<s>`, its own order over the catalogue).
 """
 
 from __future__ import annotations
@@ -181,10 +183,15 @@ def evaluate_new_users(cascade: Cascade, data: pipeline.Data,
   users_table = data.table("users")
   all_users = sorted(hold.user_id.unique(), key=lambda u: (len(u), u))
   peers = _Peers(data.seen_ratings, catalogue, (l2,))
-  segment = sources_lib.Popularity.fit(
-      data.seen_ratings, pd.DataFrame(
-          {k: v for k, v in users_table.items() if k != "user_history"}),
-      catalogue, shrinkage=0.0)
+  users_frame = pd.DataFrame(
+      {k: v for k, v in users_table.items() if k != "user_history"})
+  # Peers count every rating and, as stronger peers, liked ones only.
+  segment = {
+      suffix: sources_lib.Popularity.fit(data.seen_ratings, users_frame,
+                                         catalogue, min_rating=minimum,
+                                         shrinkage=0.0)
+      for suffix, minimum in (("", 0.0), ("_liked", RELEVANT))}
+  liked_counts = segment["_liked"].overall
   out = {}
   for mode in ("demographics", f"first_{given}"):
     ordered = hold.sort_values(["user_id", "timestamp", "movie_id"])
@@ -199,8 +206,12 @@ def evaluate_new_users(cascade: Cascade, data: pipeline.Data,
     requests = cascade_lib.user_requests(given_part, users_table, users)
     for r in requests:
       r.user_id = ""  # a new user: not in any model's vocabulary
-    names = ([f"two_stage/{r}" for r in cascade.rankers]
-             + ["peer/popularity", "peer/segment_popularity"]
+    active = [s for s in cascade_lib.SOURCES
+              if s != "two_tower" or cascade.two_tower is not None]
+    names = ([f"source/{s}" for s in active]
+             + [f"two_stage/{r}" for r in cascade.rankers]
+             + ["peer/popularity", "peer/popularity_liked",
+                "peer/segment_popularity", "peer/segment_popularity_liked"]
              + ([f"peer/ease_l2={l2:g}"] if mode != "demographics" else []))
     results = {n: metrics.ListMetrics(KS) for n in names}
     for s0 in range(0, len(requests), batch_users):
@@ -208,12 +219,17 @@ def evaluate_new_users(cascade: Cascade, data: pipeline.Data,
       inputs = cascade.inputs(chunk)
       exclude = [[i for i in row if i >= 0]
                  for row in inputs["exclude"].numpy()]
-      rows = {"peer/popularity": _top(np.broadcast_to(
-          peers.counts, (len(chunk), peers.n)), exclude, max(KS))}
-      rows["peer/segment_popularity"] = _top(segment.score(
-          [r.demographics.get("user_gender") for r in chunk],
-          [r.demographics.get("bucketized_user_age") for r in chunk]),
-          exclude, max(KS))
+      scores = cascade.source_scores(inputs)
+      rows = {f"source/{s}": _top(scores[s].numpy(), exclude, max(KS))
+              for s in active}
+      for suffix, counts in (("", peers.counts), ("_liked", liked_counts)):
+        rows[f"peer/popularity{suffix}"] = _top(np.broadcast_to(
+            counts, (len(chunk), peers.n)), exclude, max(KS))
+        rows[f"peer/segment_popularity{suffix}"] = _top(
+            segment[suffix].score(
+                [r.demographics.get("user_gender") for r in chunk],
+                [r.demographics.get("bucketized_user_age") for r in chunk]),
+            exclude, max(KS))
       if mode != "demographics":
         rows[f"peer/ease_l2={l2:g}"] = _top(
             peers.ease([r.history for r in chunk], l2), exclude, max(KS))

@@ -2,7 +2,7 @@
 
 `CascadeGraph` holds every candidate source as tensors (the two-tower
 export, `candidates.npz` aligned with the catalogue, EASE and EASE-liked
-neighbour tables, the popularity table) and, when given, the ranking
+neighbour tables, the demographic popularity weights) and, when given, the ranking
 export. One call of
 
 * `candidates(inputs)` scores the catalogue with every source, removes
@@ -20,8 +20,9 @@ export. One call of
 
 Batch inputs (`GraphInputs.build`): `history` [B, H] / `liked` [B, H']
 catalogue indices of the rated / liked movies (-1 pads), `exclude` [B, E]
-(history and any other excluded movie), `segment` [B] (row of the
-popularity table), plus the query and user inputs of the two exports.
+(history and any other excluded movie), `demographics` [B, A] (rows of
+the demographic popularity weights, one per attribute; the zero row when
+unknown), plus the query and user inputs of the two exports.
 
 Round-robin merge: candidate j of source s (order `SOURCES`) at rank r
 (1-based) gets the key (r - 1) * S + s; a movie takes its smallest key
@@ -49,7 +50,6 @@ import scann  # noqa: F401  (registers the ScaNN ops before loading)
 import tensorflow as tf
 
 from ranking.model import LIST_MASK
-from retrieval import sources as sources_lib
 from tfrs_pipeline import export, features
 
 SOURCES = tuple(features.CANDIDATE_SOURCES)
@@ -130,12 +130,12 @@ class CascadeGraph(tf.Module):
           tf.lookup.KeyValueTensorInitializer(
               tf.constant(keys, tf.int64),
               tf.constant(weight.ravel()[keep][first], tf.float32)), 0.0)
-    pop = fitted.popularity
-    self.segments = {k: i for i, k in enumerate(pop.segments)}
-    self.overall_segment = len(pop.segments)
-    self.popularity = tf.constant(pop.score(
-        [k.split("|")[0] for k in pop.segments] + [None],
-        [k.split("|")[1] for k in pop.segments] + [None]))
+    # Demographic popularity: intercept + the rows of the known values
+    # (the last row, zeros, for an unknown one).
+    self.popularity_source = pop = fitted.popularity
+    self.popularity_intercept = tf.constant(pop.intercept)
+    self.popularity_weights = tf.constant(np.concatenate(
+        [pop.weights, np.zeros((1, self.n), np.float32)]))
     # Two-tower.
     self.two_tower = None
     self.query_inputs: List[str] = []
@@ -186,7 +186,9 @@ class CascadeGraph(tf.Module):
     """Specs of `inputs()`: [None, None] index lists, [None] the rest."""
     specs = {name: tf.TensorSpec([None, None], tf.int32, name=name)
              for name in ("history", "liked", "exclude")}
-    specs["segment"] = tf.TensorSpec([None], tf.int32, name="segment")
+    specs["demographics"] = tf.TensorSpec(
+        [None, len(self.popularity_source.attributes)], tf.int32,
+        name="demographics")
     for name in sorted(set(self.query_inputs) | set(self.user_inputs)):
       specs[name] = tf.TensorSpec([None], features.INPUT_BY_NAME[name].dtype,
                                   name=name)
@@ -212,13 +214,11 @@ class CascadeGraph(tf.Module):
              for r in requests]
     exclude = [sorted(set(h) | {pos[m] for m in r.exclude if m in pos})
                for h, r in zip(history, requests)]
-    segment = [self.segments.get(sources_lib.segment_key(
-        r.demographics.get("user_gender"),
-        r.demographics.get("bucketized_user_age")), self.overall_segment)
-               for r in requests]
+    rows = self.popularity_source.rows([r.demographics for r in requests])
     out = {"history": _padded(history), "liked": _padded(liked),
            "exclude": _padded(exclude),
-           "segment": np.asarray(segment, np.int32)}
+           "demographics": np.where(rows >= 0, rows, len(
+               self.popularity_source.keys)).astype(np.int32)}
     stamp = self.default_timestamp
     stamped = [r if r.timestamp or not stamp else dataclasses.replace(
         r, timestamp=stamp) for r in requests]
@@ -266,7 +266,8 @@ class CascadeGraph(tf.Module):
       scores["_scann"] = self.lookup.lookup(query["movie_ids"])
     scores["ease"] = self._item_to_item("ease", inputs["history"])
     scores["ease_liked"] = self._item_to_item("ease_liked", inputs["liked"])
-    scores["popularity"] = tf.gather(self.popularity, inputs["segment"])
+    scores["popularity"] = self.popularity_intercept + tf.reduce_sum(
+        tf.gather(self.popularity_weights, inputs["demographics"]), axis=1)
     return scores
 
   def _source_scores(self, inputs) -> Dict[str, tf.Tensor]:

@@ -38,6 +38,10 @@ flags.DEFINE_float(
     "holdout_users", _D.holdout_users,
     "Share of the users with ratings left out of every fit (new-user "
     "evaluation).")
+flags.DEFINE_float(
+    "cold_users", _D.cold_users,
+    "With label_share > 0: share of the users whose train ratings are all "
+    "labels (new users to every fit, for the ranker's new-user lists).")
 
 
 def data_config() -> pipeline.DataConfig:
@@ -45,7 +49,8 @@ def data_config() -> pipeline.DataConfig:
                              split=FLAGS.split, on_bad_line=FLAGS.on_bad_line,
                              seed=FLAGS.seed, label_share=FLAGS.label_share,
                              validation_share=FLAGS.validation_share,
-                             holdout_users=FLAGS.holdout_users)
+                             holdout_users=FLAGS.holdout_users,
+                             cold_users=FLAGS.cold_users)
 
 
 def define_config_flags(cls, doc: str, skip=(), enums=None,
