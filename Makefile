@@ -12,6 +12,8 @@ RAW_DATA ?= $(TFRS_RAW_DATA)
 DATA_DIR ?= $(TFRS_DATA_DIR)
 RUNS ?= runs
 PORT ?= 8000
+TB_HOST ?= 127.0.0.1
+TB_PORT ?= 6006
 RAW_FLAG := $(if $(RAW_DATA),--raw_data=$(RAW_DATA),)
 DATA_FLAG := $(if $(DATA_DIR),--data_dir=$(DATA_DIR),)
 CLI := $(BIN)/tfrs-pipeline
@@ -67,8 +69,10 @@ train-sources: install
 train-ranking: install
 	$(CLI) train ranking $(RAW_FLAG) $(DATA_FLAG) --run_dir=$(RUNS)/ranking --retrieval_run=$(RUNS)/retrieval
 
+# Loopback only by default, as `serve`; TB_HOST=0.0.0.0 exposes it.
 tensorboard: install
-	$(BIN)/tensorboard --logdir $(RUNS) --bind_all
+	@echo "TensorBoard over $(RUNS): http://$(TB_HOST):$(TB_PORT)/"
+	$(BIN)/tensorboard --logdir $(RUNS) --host $(TB_HOST) --port $(TB_PORT)
 
 bench: install
 	$(CLI) bench $(RAW_FLAG) $(DATA_FLAG) --out_dir=bench

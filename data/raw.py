@@ -45,6 +45,12 @@ OCCUPATIONS = (
 )
 # TFDS merges both student occupations into the `student` label.
 _STUDENT_TEXTS = ("K-12 student", "college/grad student")
+
+
+def occupation_label(code: int) -> str:
+  """The TFDS occupation label of an ML-1M `users.dat` code (0..20)."""
+  text = OCCUPATIONS[int(code)]
+  return "student" if text in _STUDENT_TEXTS else text
 AGE_BUCKETS = (1, 18, 25, 35, 45, 50, 56)
 GENRES = (
     "Action", "Adventure", "Animation", "Children", "Comedy", "Crime",
@@ -190,8 +196,7 @@ def parse_users(raw: bytes, check: _LineChecker,
         "bucketized_user_age": float(age),
         # ML-1M publishes only the age bucket; the raw age is that bucket.
         "raw_user_age": float(age),
-        "user_occupation_label": (
-            "student" if text in _STUDENT_TEXTS else text),
+        "user_occupation_label": occupation_label(int(occupation)),
         "user_occupation_text": text,
         "user_zip_code": clean_zip,
     })

@@ -229,6 +229,11 @@ def test_lists_sources_never_saw_the_labels(fake_data, fitted):  # pylint: disab
   sizes = sorted({len([m for m in lists.users["user_history"][i].split("|")
                        if m]) for i in cold})
   assert cold and sizes[0] == 0 and max(sizes) == 5
+  # Each candidate carries its request's history size (0 = none).
+  for i in cold:
+    mask = lists.candidates["list_mask"][i] > 0
+    n = len([m for m in lists.users["user_history"][i].split("|") if m])
+    assert (lists.candidates["history_size"][i][mask] == n).all()
   assert (lists.candidates["user_rating"][cold] > 0).any()
   for i in warm:
     u = ids[i]
@@ -256,7 +261,7 @@ def test_new_user_lists_come_from_users_new_to_every_fit(fake_data):
   labels, train = fake_data.label_ratings, fake_data.train_ratings
   new = sorted(set(labels.user_id) - set(train.user_id))
   assert new  # DataConfig.cold_users
-  config = cascade.CascadeConfig(cold_given=3)
+  config = cascade.CascadeConfig(new_user_given=(3,))
   pairs = cascade.new_user_requests(labels, fake_data.table("users"), new,
                                     config)
   assert [o for o, _ in pairs] == new + new

@@ -152,6 +152,15 @@ def test_recommend_for_ratings(rec, catalog):  # pylint: disable=redefined-outer
                             "retrieval_score"} <= set(top[0])
 
   demo = catalog_lib.demographic_inputs(30, "F", "writer", "94110")
+  # users.dat's numeric occupation codes name the same labels (20 =
+  # writer; 4 and 10, both students, the one TFDS label).
+  assert catalog_lib.demographic_inputs(30, "F", "20", "94110") == demo
+  assert (catalog_lib.demographic_inputs(30, "F", 4, "94110")
+          == catalog_lib.demographic_inputs(30, "F", "10", "94110")
+          == catalog_lib.demographic_inputs(30, "F", "Student", "94110"))
+  with pytest.raises(catalog_lib.InvalidRequestError,
+                     match="ML-1M code 0-20"):
+    catalog_lib.demographic_inputs(30, "F", "21", "94110")
   rows = rec.recommend_for_ratings(ratings, demo, k=5)
   assert len(rows) == 5 and not {"2", "5", "11"} & {r["movie_id"]
                                                     for r in rows}

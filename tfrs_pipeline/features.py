@@ -144,7 +144,8 @@ INPUTS: List[Input] = [
     Input("user_occupation_label", tf.string, USER, "",
           "occupation label as in TFDS movielens (e.g. 'programmer')",
           stored=_ML, decode="class_name", request="occupation",
-          request_doc="e.g. programmer (see /meta)"),
+          request_doc="a label, e.g. programmer (see /meta), or the "
+          "ML-1M users.dat code 0-20"),
     Input("user_zip_code", tf.string, USER, "", "5-digit zip code",
           stored=_ML, request="zip", request_doc="5-digit zip code"),
     # Derived from the train ratings (`pipeline.add_user_history`), never
@@ -188,6 +189,10 @@ for _source, _what in CANDIDATE_SOURCES.items():
       Input(f"{_source}_rank", tf.float32, SOURCE, 0.0,
             f"{_what}: rank of the candidate in its list, 0 = not in it"),
   ]
+# Per list, computed with the candidates: how much the request knows.
+INPUTS.append(Input(
+    "history_size", tf.float32, SOURCE, 0.0,
+    "number of movies the request rated (the same for every candidate)"))
 INPUT_BY_NAME: Dict[str, Input] = {i.name: i for i in INPUTS}
 
 
@@ -254,6 +259,11 @@ for _source in CANDIDATE_SOURCES:
       Feature(f"{_source}_rank", f"{_source}_rank", "categorical", 4,
               (RANKING,), transform="rank_bucket"),
   ]
+# log2 buckets of the history size, "none" for a request without ratings:
+# lets the ranker weigh the sources by how much the user told (a new user
+# with 5 ratings is not a user with 500).
+FEATURES.append(Feature("history_size", "history_size", "categorical", 4,
+                        (RANKING,), transform="rank_bucket"))
 FEATURE_BY_NAME: Dict[str, Feature] = {f.name: f for f in FEATURES}
 
 LABEL = "user_rating"

@@ -447,7 +447,8 @@ def _two_stage_markdown(e: Dict[str, Any]) -> List[str]:
             f"given their {mode.split('_')[1]} first ratings by time; "
             "relevant = the rest rated >= 4")
     lines += [f"Held-out users ({nq['num_users']}, left out of every fit), "
-              f"{what}:", "",
+              f"{what}. `source/*`: each source alone; `peer/*_liked`: "
+              "popularity counting ratings >= 4 only:", "",
               bench_common.markdown_table(_method_rows(nq["methods"]),
                                    _TWO_STAGE_COLUMNS[:-1]), ""]
   lines += ["Training time per part (s): " + ", ".join(

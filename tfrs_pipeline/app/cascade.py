@@ -95,6 +95,9 @@ class CascadeConfig:
   # the same held-out ratings, as a new user's request looks at serving.
   cold_share: float = 0.5
   cold_given: int = 5
+  # Lists of users new to every fit (`DataConfig.cold_users`): one from
+  # demographics only and one per number of earliest ratings given.
+  new_user_given: tuple = (5,)
   seed: int = 42
 
   def served(self) -> "CascadeConfig":
@@ -106,6 +109,10 @@ class CascadeConfig:
 
   def __post_init__(self):
     self.popularity_attributes = tuple(self.popularity_attributes)
+    self.new_user_given = tuple(int(n) for n in self.new_user_given)
+    if any(n < 1 for n in self.new_user_given):
+      raise ValueError(f"new_user_given must be >= 1, got "
+                       f"{self.new_user_given}")
     unknown = set(self.popularity_attributes) - set(DEMOGRAPHICS)
     if unknown or not self.popularity_attributes:
       raise ValueError(f"popularity_attributes must be among {DEMOGRAPHICS}, "
@@ -324,16 +331,17 @@ def new_user_requests(labels: pd.DataFrame, users: Mapping[str, np.ndarray],
                       ) -> List[tuple]:
   """(owner, request) pairs of users new to every fit
   (`DataConfig.cold_users`), labelled with all their train ratings as
-  the bench's held-out users are: demographics only, and their
-  `cold_given` earliest ratings (newest first; those movies excluded)."""
-  out = []
-  for r in user_requests(labels.iloc[:0], users, user_ids):
-    out.append((r.user_id, dataclasses.replace(r, user_id="")))
-  first = (labels[labels.user_id.isin(set(user_ids))]
-           .sort_values(["user_id", "timestamp", "movie_id"])
-           .groupby("user_id").head(config.cold_given))
-  for r in user_requests(first, users, user_ids):
-    out.append((r.user_id, dataclasses.replace(r, user_id="")))
+  the bench's held-out users are: demographics only, and for each n of
+  `new_user_given` their n earliest ratings (newest first; those movies
+  excluded)."""
+  out = [(r.user_id, dataclasses.replace(r, user_id=""))
+         for r in user_requests(labels.iloc[:0], users, user_ids)]
+  ordered = (labels[labels.user_id.isin(set(user_ids))]
+             .sort_values(["user_id", "timestamp", "movie_id"]))
+  for n in config.new_user_given:
+    first = ordered.groupby("user_id").head(int(n))
+    out += [(r.user_id, dataclasses.replace(r, user_id=""))
+            for r in user_requests(first, users, user_ids)]
   return out
 
 

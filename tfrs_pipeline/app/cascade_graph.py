@@ -9,7 +9,8 @@ export. One call of
   the excluded (rated) movies, takes each source's top `CascadeConfig`
   movies, merges them round-robin by rank and returns the merged
   catalogue indices [B, L] with each source's standardized score and
-  rank per candidate [B, L] (what the ranker reads): the training lists,
+  rank per candidate [B, L] and the request's `history_size` (what the
+  ranker reads, `LIST_INPUTS`): the training lists,
   the evaluation and serving all take their candidates from here;
 * `recommend(inputs, k)` runs `candidates`, the ranking export's
   `rank_lists` on them and returns the top k [B, k] with their outputs,
@@ -54,6 +55,8 @@ from tfrs_pipeline import export, features
 
 SOURCES = tuple(features.CANDIDATE_SOURCES)
 ITEM_TO_ITEM = ("ease", "ease_liked")
+# Per-candidate inputs `candidates` computes for the ranker.
+LIST_INPUTS = tuple(i.name for i in features.entity_inputs(features.SOURCE))
 _BIG = 1 << 30
 
 
@@ -358,6 +361,8 @@ class CascadeGraph(tf.Module):
       else:
         out[f"{s}_score"] = tf.zeros_like(out[LIST_MASK])
         out[f"{s}_rank"] = tf.zeros_like(out[LIST_MASK])
+    size = tf.reduce_sum(tf.cast(inputs["history"] >= 0, tf.float32), 1)
+    out["history_size"] = size[:, None] * out[LIST_MASK]
     return out
 
   def _because(self, inputs, top: tf.Tensor, retrieved: tf.Tensor
@@ -394,9 +399,8 @@ class CascadeGraph(tf.Module):
     args["movie_id"] = tf.where(index >= 0,
                                 tf.gather(self.catalogue, tf.maximum(index, 0)),
                                 "")
-    for s in SOURCES:
-      for part in ("score", "rank"):
-        args[f"{s}_{part}"] = cand[f"{s}_{part}"]
+    for name in LIST_INPUTS:
+      args[name] = cand[name]
     out = fn(**args)
     score = tf.where(cand[LIST_MASK] > 0, out["score"], -np.inf)
     k = tf.minimum(k, tf.shape(score)[1])

@@ -74,12 +74,17 @@ def _parse_gender(v) -> str:
 
 
 def _parse_occupation(v) -> str:
+  """A TFDS occupation label (any case) or an ML-1M `users.dat` code."""
   labels = {o.lower(): o for o in occupations()}
-  occ = labels.get(str(v).strip().lower())
+  text = str(v).strip()
+  if text.isdigit() and int(text) < len(raw.OCCUPATIONS):
+    text = raw.occupation_label(int(text))
+  occ = labels.get(text.lower())
   if occ is None:
     raise InvalidRequestError(
         f"unknown occupation {v!r}; one of: "
-        + ", ".join(sorted(labels.values())))
+        + ", ".join(sorted(labels.values()))
+        + f", or an ML-1M code 0-{len(raw.OCCUPATIONS) - 1}")
   return occ
 
 

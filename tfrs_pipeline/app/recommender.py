@@ -4,7 +4,7 @@
 
 1. a request (a known user's ratings and demographics, a new user's
    ratings and/or demographics) goes to every candidate source: the
-   two-tower model (ScaNN), EASE, EASE over liked movies, segment
+   two-tower model (ScaNN), EASE, EASE over liked movies, demographic
    popularity; the movies the user rated (`history="all"`: anywhere in
    the data, the default; `train`: the train split) are never returned;
 2. the merged candidates (per source: score and rank) are ranked in one
@@ -250,11 +250,12 @@ def _why(row: dict, request: cascade.Request) -> str:
   names = []
   for s in row["sources"]:
     label = SOURCE_LABELS.get(s, s)
-    if s == "popularity" and request.demographics.get("user_gender"):
-      d = request.demographics
-      label = (f"popular with {d['user_gender']} "
-               f"{_AGE_LABELS.get(d.get('bucketized_user_age', ''), '')}"
-               ).strip()
+    d = request.demographics
+    who = [str(d.get("user_gender") or ""),
+           _AGE_LABELS.get(str(d.get("bucketized_user_age", "")), ""),
+           str(d.get("user_occupation_label") or "")]
+    if s == "popularity" and any(who):
+      label = "popular with " + " ".join(w for w in who if w)
     names.append(label)
   return ", ".join(names)
 
