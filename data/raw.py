@@ -153,18 +153,32 @@ def first_name_in_list(names: str) -> str:
   return clean_name(names.split(",")[0]) if names else UNKNOWN
 
 
-def _split_lines(raw: bytes, encoding: str) -> Iterator[Tuple[int, str]]:
-  text = raw.decode(encoding)
-  for line_no, line in enumerate(text.splitlines(), start=1):
+def _split_lines(raw: bytes, encoding: str, check: "_LineChecker",
+                 filename: str) -> Iterator[Tuple[int, str]]:
+  """(1-based line number, text) of the non-blank lines, split on "\n"
+  only (a NEL or form feed inside a field is not a line break); a line
+  that does not decode is a bad line."""
+  for line_no, chunk in enumerate(raw.split(b"\n"), start=1):
+    try:
+      line = chunk.decode(encoding)
+    except UnicodeDecodeError as e:
+      check.bad(filename, line_no, f"not valid {encoding} text (byte "
+                f"0x{chunk[e.start]:02x} at column {e.start + 1})")
+      continue
     if line.strip():
       yield line_no, line.strip("\r\n")
+
+
+def _is_int(text: str) -> bool:
+  """ASCII digits only (`str.isdigit` also accepts e.g. a superscript 2)."""
+  return re.fullmatch(r"[0-9]+", text) is not None
 
 
 def parse_users(raw: bytes, check: _LineChecker,
                 filename: str = "users.dat") -> pd.DataFrame:
   """users.dat: `UserID::Gender::Age::Occupation::Zip-code`."""
   rows, seen = [], set()
-  for line_no, line in _split_lines(raw, "latin-1"):
+  for line_no, line in _split_lines(raw, "latin-1", check, filename):
     fields = line.split("::")
     if len(fields) != 5:
       check.bad(filename, line_no, f"expected 5 '::'-separated fields, got "
@@ -172,15 +186,15 @@ def parse_users(raw: bytes, check: _LineChecker,
       continue
     user_id, gender, age, occupation, zip_code = (f.strip() for f in fields)
     problem = None
-    if not user_id.isdigit():
+    if not _is_int(user_id):
       problem = f"user id {user_id!r} is not a positive integer"
     elif user_id in seen:
       problem = f"duplicate user id {user_id}"
     elif gender not in ("M", "F"):
       problem = f"gender {gender!r} is not M or F"
-    elif not age.isdigit() or int(age) not in AGE_BUCKETS:
+    elif not _is_int(age) or int(age) not in AGE_BUCKETS:
       problem = f"age {age!r} is not one of the ML-1M buckets {AGE_BUCKETS}"
-    elif not occupation.isdigit() or int(occupation) >= len(OCCUPATIONS):
+    elif not _is_int(occupation) or int(occupation) >= len(OCCUPATIONS):
       problem = f"occupation {occupation!r} is not in 0..{len(OCCUPATIONS)-1}"
     if problem:
       check.bad(filename, line_no, problem)
@@ -209,7 +223,7 @@ def parse_movies(raw: bytes, check: _LineChecker,
                  filename: str = "movies.dat") -> pd.DataFrame:
   """movies.dat (latin-1): `MovieID::Title::Genres` with `|`-joined genres."""
   rows, seen = [], set()
-  for line_no, line in _split_lines(raw, "latin-1"):
+  for line_no, line in _split_lines(raw, "latin-1", check, filename):
     fields = line.split("::")
     if len(fields) != 3:
       check.bad(filename, line_no, f"expected 3 '::'-separated fields, got "
@@ -222,7 +236,7 @@ def parse_movies(raw: bytes, check: _LineChecker,
     ]
     unknown = [g for g in genre_list if g not in GENRES]
     problem = None
-    if not movie_id.isdigit():
+    if not _is_int(movie_id):
       problem = f"movie id {movie_id!r} is not a positive integer"
     elif movie_id in seen:
       problem = f"duplicate movie id {movie_id}"
@@ -253,7 +267,7 @@ def parse_ratings(raw: bytes, check: _LineChecker, user_ids: set,
   """ratings.dat: `UserID::MovieID::Rating::Timestamp`, rating 1..5."""
   users, movies, ratings, stamps = [], [], [], []
   seen = set()
-  for line_no, line in _split_lines(raw, "latin-1"):
+  for line_no, line in _split_lines(raw, "latin-1", check, filename):
     fields = line.split("::")
     if len(fields) != 4:
       check.bad(filename, line_no, f"expected 4 '::'-separated fields, got "
@@ -261,9 +275,9 @@ def parse_ratings(raw: bytes, check: _LineChecker, user_ids: set,
       continue
     user_id, movie_id, rating, stamp = (f.strip() for f in fields)
     problem = None
-    if not rating.isdigit() or not 1 <= int(rating) <= 5:
+    if not _is_int(rating) or not 1 <= int(rating) <= 5:
       problem = f"rating {rating!r} is outside 1-5"
-    elif not stamp.isdigit():
+    elif not _is_int(stamp):
       problem = f"timestamp {stamp!r} is not a non-negative integer"
     elif user_id not in user_ids:
       problem = f"rating of unknown user {user_id!r} (not in users.dat)"
@@ -297,14 +311,14 @@ def parse_enrichment(raw: bytes, check: _LineChecker,
   first-billed actor are kept; `N/A` becomes UNKNOWN.
   """
   out = {}
-  for line_no, line in _split_lines(raw, "utf-8"):
+  for line_no, line in _split_lines(raw, "utf-8", check, filename):
     fields = line.split("::")
     if len(fields) < 11:
       check.bad(filename, line_no, f"expected 11 '::'-separated fields, got "
                 f"{len(fields)}")
       continue
     movie_id = fields[0].strip()
-    if not movie_id.isdigit():
+    if not _is_int(movie_id):
       check.bad(filename, line_no, f"movie id {movie_id!r} is not a positive "
                 "integer")
       continue

@@ -158,6 +158,10 @@ def test_recommend_for_ratings(rec, catalog):  # pylint: disable=redefined-outer
   assert (catalog_lib.demographic_inputs(30, "F", 4, "94110")
           == catalog_lib.demographic_inputs(30, "F", "10", "94110")
           == catalog_lib.demographic_inputs(30, "F", "Student", "94110"))
+  for age in (True, 30.5):  # no bool or fraction taken as an age
+    with pytest.raises(catalog_lib.InvalidRequestError,
+                       match="age must be an integer"):
+      catalog_lib.demographic_inputs(age, "F", "writer", "94110")
   with pytest.raises(catalog_lib.InvalidRequestError,
                      match="ML-1M code 0-20"):
     catalog_lib.demographic_inputs(30, "F", "21", "94110")

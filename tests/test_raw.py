@@ -94,6 +94,59 @@ def test_bad_user_and_movie_lines(tmp_path, filename, line, problem):
   assert skipped.report.skipped[filename] == 1
 
 
+def _insert_bytes(path, line_index, transform):
+  """Rewrites line `line_index` (0-based) of `path` with `transform`
+  (bytes -> bytes), every other byte kept."""
+  with open(path, "rb") as f:
+    lines = f.read().split(b"\n")
+  lines[line_index] = transform(lines[line_index])
+  with open(path, "wb") as f:
+    f.write(b"\n".join(lines))
+
+
+def test_hostile_bytes_name_the_true_line(tmp_path):
+  facts = fakedata.write_raw_dir(str(tmp_path))
+  ml = os.path.join(facts["path"], "ml-1m")
+  # A NEL (0x85) and a form feed inside a title are not line breaks: the
+  # file reads as before, the title keeps them, and a bad line after it
+  # is named by its true number.
+  _insert_bytes(os.path.join(ml, "movies.dat"), 1,
+                lambda b: b.replace(b"::", b"\x85\x0c::", 1))
+  data = raw.load_raw(facts["path"])
+  assert len(data.movies) == facts["num_movies"]
+  assert data.report.skipped_total == 0
+  _insert_bytes(os.path.join(ml, "movies.dat"), 3,
+                lambda b: b.split(b"::")[0] + b"::Bad (2000)::NotAGenre")
+  with pytest.raises(raw.BadInputError, match=r"movies.dat:4: .*unknown genre"):
+    raw.load_raw(facts["path"])
+
+
+@pytest.mark.parametrize("filename,line_index,transform,problem", [
+    # A superscript 2 (latin-1 0xB2) passes str.isdigit but is no digit.
+    ("ml-1m/ratings.dat", 4,
+     lambda b: b.rsplit(b"::", 2)[0] + b"::\xb2::978300760",
+     "rating '\xb2' is outside 1-5"),
+    ("ml-1m/users.dat", 2,
+     lambda b: b.split(b"::")[0] + b"::M::2\xb2::3::12345", "age '2\xb2'"),
+    # Bytes that are not UTF-8 in the enrichment file.
+    ("melu/movies_extrainfos.dat", 1, lambda b: b"\xff\xfe" + b,
+     "not valid utf-8 text (byte 0xff at column 1)"),
+])
+def test_hostile_bytes_are_bad_lines(tmp_path, filename, line_index,
+                                     transform, problem):
+  facts = fakedata.write_raw_dir(str(tmp_path))
+  _insert_bytes(os.path.join(facts["path"], filename), line_index, transform)
+  name = os.path.basename(filename)
+  with pytest.raises(raw.BadInputError) as e:
+    raw.load_raw(facts["path"])
+  assert f"{name}:{line_index + 1}: {problem}" in str(e.value)
+  # Skip mode counts it (a skipped user's ratings count as ratings of an
+  # unknown user).
+  skipped = raw.load_raw(facts["path"], on_bad_line="skip")
+  assert skipped.report.skipped[name] == 1
+  assert set(skipped.report.skipped) <= {name, "ratings.dat"}
+
+
 def test_reads_official_zip_layout(tmp_path, fake_raw):
   zipped = tmp_path / "zipped"
   (zipped / "melu").mkdir(parents=True)

@@ -58,6 +58,9 @@ def age_bucket(age: int) -> str:
 
 
 def _parse_age(v) -> str:
+  if isinstance(v, (bool, np.bool_)) or (
+      isinstance(v, float) and not v.is_integer()):
+    raise InvalidRequestError(f"age must be an integer, got {v!r}")
   try:
     return age_bucket(int(v))
   except (TypeError, ValueError) as e:

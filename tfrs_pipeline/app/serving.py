@@ -84,11 +84,12 @@ def _request_model() -> type:
           None, max_length=32, description="known MovieLens user id")),
   }
   for spec in features.request_inputs():
-    kind = (Optional[int] if spec.request_type is int
+    # Strict: a bool or a fraction is not an integer (`{"age": true}`).
+    kind = (Optional[pydantic.StrictInt] if spec.request_type is int
             else Optional[pydantic.constr(max_length=64)])
     fields[spec.request] = (kind, pydantic.Field(
         None, description=spec.request_doc or spec.doc))
-  fields["k"] = (int, pydantic.Field(10, ge=1, le=MAX_K))
+  fields["k"] = (pydantic.StrictInt, pydantic.Field(10, ge=1, le=MAX_K))
   return pydantic.create_model(
       "NewUser", __config__=pydantic.ConfigDict(extra="forbid"),
       __doc__=_request_model.__doc__, **fields)
