@@ -12,6 +12,7 @@ import pytest
 
 from test_recommend import small_runs  # noqa: F401  pylint: disable=unused-import
 from test_serving import server  # noqa: F401  pylint: disable=unused-import
+from tfrs_pipeline.app import recommender
 
 _CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 _DRIVER = "/usr/bin/chromedriver"
@@ -153,8 +154,13 @@ def test_page(browser, server, tmp_path):  # pylint: disable=redefined-outer-nam
   whys = [r.find_element(By.CSS_SELECTOR, "td.why").text
           for r in _rows(browser, "recs")]
   assert all(w and w != "\u2014" for w in whys), whys
-  assert all(w.startswith("because you liked ") or "two-tower" in w
+  # The liked movie that brought it, else its sources (popularity names
+  # the demographics entered above).
+  labels = (set(recommender.SOURCE_LABELS.values()) - {"popular"}
+            | {"popular with F 25-34 writer"})
+  assert all(w.startswith("because you liked ") or set(w.split(", ")) <= labels
              for w in whys), whys
+  assert any(w.startswith("because you liked ") for w in whys), whys
   # The right-hand table lists the movies the visitor likes.
   assert "Movies you like" in browser.find_element(By.ID,
                                                    "ratings-title").text
