@@ -112,6 +112,9 @@ def test_page(browser, server, tmp_path):  # pylint: disable=redefined-outer-nam
   browser.find_element(By.ID, "new-user-submit").click()
   _wait(browser, lambda d: "new user" in d.find_element(
       By.ID, "recs-title").text)
+  # Age 30 is the 25-34 bucket, shown as that range.
+  assert "(F 25-34 writer)" in browser.find_element(By.ID,
+                                                    "recs-title").text
   assert len(_rows(browser, "recs")) == 10
   assert not browser.find_element(By.ID, "error").is_displayed()
   assert _rows(browser, "ratings") == []

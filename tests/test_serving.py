@@ -105,6 +105,8 @@ def test_recommend_post(client):  # pylint: disable=redefined-outer-name
   body = r.json()
   assert len(body["items"]) == 3 and body["items"][0]["title"]
   assert body["cold_start"]["bucketized_user_age"] == "35"
+  # The bucket as the range it stands for (35 = 35-44), not "35+".
+  assert body["cold_start_text"] == "F 35-44 doctor/health care"
   r = client.post("/recommend", json={"user_id": "7", "k": 2})
   assert r.status_code == 200 and len(r.json()["items"]) == 2
 

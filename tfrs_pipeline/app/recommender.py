@@ -250,14 +250,21 @@ def _why(row: dict, request: cascade.Request) -> str:
   names = []
   for s in row["sources"]:
     label = SOURCE_LABELS.get(s, s)
-    d = request.demographics
-    who = [str(d.get("user_gender") or ""),
-           _AGE_LABELS.get(str(d.get("bucketized_user_age", "")), ""),
-           str(d.get("user_occupation_label") or "")]
-    if s == "popularity" and any(who):
-      label = "popular with " + " ".join(w for w in who if w)
+    who = describe_demographics(request.demographics)
+    if s == "popularity" and who:
+      label = f"popular with {who}"
     names.append(label)
   return ", ".join(names)
+
+
+def describe_demographics(d: Optional[Mapping[str, object]]) -> str:
+  """"F 25-34 writer": gender, age bucket as a range, occupation (the
+  known ones); "" for none."""
+  d = d or {}
+  who = [str(d.get("user_gender") or ""),
+         _AGE_LABELS.get(str(d.get("bucketized_user_age", "")), ""),
+         str(d.get("user_occupation_label") or "")]
+  return " ".join(w for w in who if w)
 
 
 _AGE_LABELS = {"1": "under 18", "18": "18-24", "25": "25-34", "35": "35-44",

@@ -291,6 +291,8 @@ def recommend_post(body: NewUser, rec=Ready):
         [r.model_dump() for r in body.ratings], rec.catalog, MAX_RATINGS)
     return _json({"user_id": None, "k": body.k,
                   "ratings_used": len(ratings), "cold_start": inputs,
+                  "cold_start_text": recommender.describe_demographics(
+                      inputs) or None,
                   "items": rec.recommend_for_ratings(ratings, inputs,
                                                      body.k)})
   if body.user_id and no_demo:
@@ -302,6 +304,7 @@ def recommend_post(body: NewUser, rec=Ready):
         "not both")
   inputs = catalog.request_inputs(demo)
   return _json({"user_id": None, "k": body.k, "cold_start": inputs,
+                "cold_start_text": recommender.describe_demographics(inputs),
                 "items": rec.recommend_for_inputs(inputs, body.k)})
 
 

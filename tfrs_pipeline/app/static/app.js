@@ -287,7 +287,7 @@ async function recommendNewUser() {
     });
     if (request !== recsRequest) return;
     const c = recs.cold_start;
-    const who = c ? `${c.user_gender}, age ${c.bucketized_user_age}+, ${c.user_occupation_label}` : "";
+    const who = recs.cold_start_text || "";  // e.g. "F 25-34 writer"
     const n = recs.ratings_used || 0;
     const likes = `${n} movie${n === 1 ? "" : "s"} you like`;
     renderRecs(recs.items, n
