@@ -59,6 +59,34 @@ def _interactions(ratings: pd.DataFrame, movie_ids: np.ndarray,
   return pairs.user.to_numpy(), pairs.item.to_numpy(np.int64)
 
 
+def _user_ids(users: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+  """[U] str ids of a users table that has `user_id` and `columns`, each
+  id once."""
+  _require_columns(users, ["user_id", *columns], "users")
+  user_ids = users.user_id.to_numpy().astype(str)
+  index = pd.Index(user_ids)
+  if not index.is_unique:
+    raise ValueError(f"duplicate user id {index[index.duplicated()][0]!r} "
+                     "in users")
+  return user_ids
+
+
+def _keyed_table(keys, table, vector, n: int, what: Tuple[str, str, str]
+                 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(keys [K] str, table [K, n] float32, vector [n] float32), checked:
+  shapes, unique keys. `what`: the names of the three in messages."""
+  keys = np.asarray(keys).astype(str).reshape(-1)
+  table = np.asarray(table, np.float32)
+  vector = np.asarray(vector, np.float32)
+  k = len(keys)
+  if table.shape != (k, n) or vector.shape != (n,):
+    raise ValueError(f"{what[1]} {table.shape} must be [{k}, {n}] and "
+                     f"{what[2]} {vector.shape} [{n}]")
+  if not pd.Index(keys).is_unique:
+    raise ValueError(f"duplicate {what[0]}")
+  return keys, table, vector
+
+
 def history_indices(movie_ids: np.ndarray, histories: Sequence[Sequence[str]],
                     ignore_unknown: bool = False) -> List[np.ndarray]:
   """Catalogue indices of each history: [B] int64 arrays, distinct, in
@@ -342,15 +370,9 @@ class Popularity:
 
   def __post_init__(self):
     self.movie_ids = _catalogue(self.movie_ids)
-    self.segments = np.asarray(self.segments).astype(str).reshape(-1)
-    self.counts = np.asarray(self.counts, np.float32)
-    self.overall = np.asarray(self.overall, np.float32)
-    n, s = len(self.movie_ids), len(self.segments)
-    if self.counts.shape != (s, n) or self.overall.shape != (n,):
-      raise ValueError(f"counts {self.counts.shape} must be [{s}, {n}] and "
-                       f"overall {self.overall.shape} [{n}]")
-    if not pd.Index(self.segments).is_unique:
-      raise ValueError("duplicate segments")
+    self.segments, self.counts, self.overall = _keyed_table(
+        self.segments, self.counts, self.overall, len(self.movie_ids),
+        ("segments", "counts", "overall"))
     if (self.counts < 0).any() or (self.overall < 0).any():
       raise ValueError("counts must be >= 0")
     if self.shrinkage < 0:
@@ -372,13 +394,8 @@ class Popularity:
           shrinkage: float = 10.0, name: str = "popularity") -> "Popularity":
     """Counts interactions per segment of `users` (`user_id`,
     `user_gender`, `bucketized_user_age`) and overall."""
-    _require_columns(users, ["user_id", "user_gender", "bucketized_user_age"],
-                     "users")
+    user_ids = _user_ids(users, ["user_gender", "bucketized_user_age"])
     movie_ids = _catalogue(movie_ids)
-    user_ids = users.user_id.to_numpy().astype(str)
-    if not pd.Index(user_ids).is_unique:
-      dup = pd.Index(user_ids)[pd.Index(user_ids).duplicated()][0]
-      raise ValueError(f"duplicate user id {dup!r} in users")
     keys = [segment_key(g, a) for g, a in
             zip(users.user_gender, users.bucketized_user_age)]
     bad = [i for i, k in enumerate(keys) if k is None]
@@ -481,15 +498,9 @@ class DemographicPopularity:
 
   def __post_init__(self):
     self.movie_ids = _catalogue(self.movie_ids)
-    self.keys = np.asarray(self.keys).astype(str).reshape(-1)
-    self.weights = np.asarray(self.weights, np.float32)
-    self.intercept = np.asarray(self.intercept, np.float32)
-    n, f = len(self.movie_ids), len(self.keys)
-    if self.weights.shape != (f, n) or self.intercept.shape != (n,):
-      raise ValueError(f"weights {self.weights.shape} must be [{f}, {n}] "
-                       f"and intercept {self.intercept.shape} [{n}]")
-    if not pd.Index(self.keys).is_unique:
-      raise ValueError("duplicate demographic keys")
+    self.keys, self.weights, self.intercept = _keyed_table(
+        self.keys, self.weights, self.intercept, len(self.movie_ids),
+        ("demographic keys", "weights", "intercept"))
     if not (np.isfinite(self.weights).all()
             and np.isfinite(self.intercept).all()):
       raise ValueError("weights must be finite")
@@ -512,12 +523,8 @@ class DemographicPopularity:
       raise ValueError(f"l2 must be > 0, got {l2}")
     if not attributes:
       raise ValueError("attributes is empty")
-    _require_columns(users, ["user_id", *attributes], "users")
+    user_ids = _user_ids(users, attributes)
     movie_ids = _catalogue(movie_ids)
-    user_ids = users.user_id.to_numpy().astype(str)
-    if not pd.Index(user_ids).is_unique:
-      dup = pd.Index(user_ids)[pd.Index(user_ids).duplicated()][0]
-      raise ValueError(f"duplicate user id {dup!r} in users")
     rated_users, items = _interactions(ratings, movie_ids, min_rating)
     # Every user who rated (liked or not) and has demographics is a row.
     fitted = np.intersect1d(ratings.user_id.to_numpy().astype(str), user_ids)

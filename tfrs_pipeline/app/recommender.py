@@ -247,14 +247,10 @@ def _why(row: dict, request: cascade.Request) -> str:
   """A short reason: the liked movie that brought it, else its sources."""
   if row["because"]:
     return f"because you liked {row['because']['title']}"
-  names = []
-  for s in row["sources"]:
-    label = SOURCE_LABELS.get(s, s)
-    who = describe_demographics(request.demographics)
-    if s == "popularity" and who:
-      label = f"popular with {who}"
-    names.append(label)
-  return ", ".join(names)
+  who = describe_demographics(request.demographics)
+  return ", ".join(
+      f"popular with {who}" if s == "popularity" and who
+      else SOURCE_LABELS.get(s, s) for s in row["sources"])
 
 
 def describe_demographics(d: Optional[Mapping[str, object]]) -> str:
