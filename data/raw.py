@@ -19,6 +19,7 @@ same occupation labels, `Children's` -> `Children`, gender as a bool.
 
 from __future__ import annotations
 
+import codecs
 import collections
 import dataclasses
 import hashlib
@@ -59,6 +60,8 @@ GENRES = (
 )
 _TITLE_YEAR = re.compile(r"\((\d{4})\)\s*$")
 _ROLE_SUFFIX = re.compile(r"\s*\([^)]*\)\s*$")  # "Andrew Stanton(co-director)"
+_INT = re.compile(r"[0-9]{1,18}")
+_BLANK = " \t\r"
 
 
 class BadInputError(errors.InputError):
@@ -155,23 +158,62 @@ def first_name_in_list(names: str) -> str:
 
 def _split_lines(raw: bytes, encoding: str, check: "_LineChecker",
                  filename: str) -> Iterator[Tuple[int, str]]:
-  """(1-based line number, text) of the non-blank lines, split on "\n"
-  only (a NEL or form feed inside a field is not a line break); a line
-  that does not decode is a bad line."""
-  for line_no, chunk in enumerate(raw.split(b"\n"), start=1):
+  """(1-based line number, text) of the non-blank lines.
+
+  Lines end at "\n" only (a NEL or form feed inside a field is no line
+  break); a "\r" before it is dropped (CRLF files read as LF ones). A
+  UTF-8 byte-order mark at the start is dropped and makes the file UTF-8
+  (an editor saved it so). Bad lines: one that does not decode, and a
+  non-blank last line without its newline (a cut-off file: its last
+  number may be cut short). Blank means only spaces, tabs and "\r".
+  """
+  note, bom = "", 0
+  if raw.startswith(codecs.BOM_UTF8):
+    raw, encoding, bom = raw[len(codecs.BOM_UTF8):], "utf-8", 3
+    note = "; the file starts with a UTF-8 byte-order mark"
+  chunks = raw.split(b"\n")
+  for line_no, chunk in enumerate(chunks, start=1):
+    if not chunk.strip(_BLANK.encode()):
+      continue
+    if line_no == len(chunks):
+      check.bad(filename, line_no, "last line has no newline (file "
+                "truncated?)")
+      continue
     try:
       line = chunk.decode(encoding)
     except UnicodeDecodeError as e:
+      column = e.start + 1 + (bom if line_no == 1 else 0)
       check.bad(filename, line_no, f"not valid {encoding} text (byte "
-                f"0x{chunk[e.start]:02x} at column {e.start + 1})")
+                f"0x{chunk[e.start]:02x} at column {column}{note})")
       continue
-    if line.strip():
-      yield line_no, line.strip("\r\n")
+    yield line_no, line.removesuffix("\r")
+
+
+def _fields(line: str) -> List[str]:
+  """The '::'-separated fields, spaces and tabs around each dropped."""
+  return [f.strip(" \t") for f in line.split("::")]
 
 
 def _is_int(text: str) -> bool:
-  """ASCII digits only (`str.isdigit` also accepts e.g. a superscript 2)."""
-  return re.fullmatch(r"[0-9]+", text) is not None
+  """1 to 18 ASCII digits (`str.isdigit` also accepts e.g. a superscript
+  2, which `int` rejects; 18 digits always fit an int64)."""
+  return _INT.fullmatch(text) is not None
+
+
+def _show(text: str) -> str:
+  """A field for a one-line message: quoted, escaped, at most 40 chars."""
+  return repr(text if len(text) <= 40 else text[:40] + "...")
+
+
+def _require_rows(count: int, filename: str, what: str,
+                  report: ParseReport) -> None:
+  """A file that gives no rows at all is an error in both modes."""
+  if count:
+    return
+  skipped = report.skipped.get(filename, 0)
+  why = (f"all {skipped} lines are bad and were skipped" if skipped
+         else "the file is empty")
+  raise BadInputError(f"{filename}: no {what} ({why})")
 
 
 def parse_users(raw: bytes, check: _LineChecker,
@@ -179,23 +221,25 @@ def parse_users(raw: bytes, check: _LineChecker,
   """users.dat: `UserID::Gender::Age::Occupation::Zip-code`."""
   rows, seen = [], set()
   for line_no, line in _split_lines(raw, "latin-1", check, filename):
-    fields = line.split("::")
+    fields = _fields(line)
     if len(fields) != 5:
       check.bad(filename, line_no, f"expected 5 '::'-separated fields, got "
                 f"{len(fields)}: {line[:80]!r}")
       continue
-    user_id, gender, age, occupation, zip_code = (f.strip() for f in fields)
+    user_id, gender, age, occupation, zip_code = fields
     problem = None
     if not _is_int(user_id):
-      problem = f"user id {user_id!r} is not a positive integer"
+      problem = f"user id {_show(user_id)} is not a positive integer"
     elif user_id in seen:
       problem = f"duplicate user id {user_id}"
     elif gender not in ("M", "F"):
-      problem = f"gender {gender!r} is not M or F"
+      problem = f"gender {_show(gender)} is not M or F"
     elif not _is_int(age) or int(age) not in AGE_BUCKETS:
-      problem = f"age {age!r} is not one of the ML-1M buckets {AGE_BUCKETS}"
+      problem = (f"age {_show(age)} is not one of the ML-1M buckets "
+                 f"{AGE_BUCKETS}")
     elif not _is_int(occupation) or int(occupation) >= len(OCCUPATIONS):
-      problem = f"occupation {occupation!r} is not in 0..{len(OCCUPATIONS)-1}"
+      problem = (f"occupation {_show(occupation)} is not in "
+                 f"0..{len(OCCUPATIONS) - 1}")
     if problem:
       check.bad(filename, line_no, problem)
       continue
@@ -224,12 +268,12 @@ def parse_movies(raw: bytes, check: _LineChecker,
   """movies.dat (latin-1): `MovieID::Title::Genres` with `|`-joined genres."""
   rows, seen = [], set()
   for line_no, line in _split_lines(raw, "latin-1", check, filename):
-    fields = line.split("::")
+    fields = _fields(line)
     if len(fields) != 3:
       check.bad(filename, line_no, f"expected 3 '::'-separated fields, got "
                 f"{len(fields)}: {line[:80]!r}")
       continue
-    movie_id, title, genres = (f.strip() for f in fields)
+    movie_id, title, genres = fields
     genre_list = [
         "Children" if g == "Children's" else g
         for g in genres.split("|") if g
@@ -237,7 +281,7 @@ def parse_movies(raw: bytes, check: _LineChecker,
     unknown = [g for g in genre_list if g not in GENRES]
     problem = None
     if not _is_int(movie_id):
-      problem = f"movie id {movie_id!r} is not a positive integer"
+      problem = f"movie id {_show(movie_id)} is not a positive integer"
     elif movie_id in seen:
       problem = f"duplicate movie id {movie_id}"
     elif not title:
@@ -245,7 +289,7 @@ def parse_movies(raw: bytes, check: _LineChecker,
     elif not genre_list:
       problem = "no genres"
     elif unknown:
-      problem = f"unknown genre(s) {unknown}"
+      problem = f"unknown genre(s) {', '.join(map(_show, unknown[:5]))}"
     if problem:
       check.bad(filename, line_no, problem)
       continue
@@ -268,21 +312,23 @@ def parse_ratings(raw: bytes, check: _LineChecker, user_ids: set,
   users, movies, ratings, stamps = [], [], [], []
   seen = set()
   for line_no, line in _split_lines(raw, "latin-1", check, filename):
-    fields = line.split("::")
+    fields = _fields(line)
     if len(fields) != 4:
       check.bad(filename, line_no, f"expected 4 '::'-separated fields, got "
                 f"{len(fields)}: {line[:80]!r}")
       continue
-    user_id, movie_id, rating, stamp = (f.strip() for f in fields)
+    user_id, movie_id, rating, stamp = fields
     problem = None
     if not _is_int(rating) or not 1 <= int(rating) <= 5:
-      problem = f"rating {rating!r} is outside 1-5"
+      problem = f"rating {_show(rating)} is outside 1-5"
     elif not _is_int(stamp):
-      problem = f"timestamp {stamp!r} is not a non-negative integer"
+      problem = (f"timestamp {_show(stamp)} is not a non-negative integer "
+                 "(at most 18 digits)")
     elif user_id not in user_ids:
-      problem = f"rating of unknown user {user_id!r} (not in users.dat)"
+      problem = f"rating of unknown user {_show(user_id)} (not in users.dat)"
     elif movie_id not in movie_ids:
-      problem = f"rating of unknown movie {movie_id!r} (not in movies.dat)"
+      problem = (f"rating of unknown movie {_show(movie_id)} (not in "
+                 "movies.dat)")
     elif (user_id, movie_id) in seen:
       problem = f"duplicate rating of movie {movie_id} by user {user_id}"
     if problem:
@@ -308,19 +354,23 @@ def parse_enrichment(raw: bytes, check: _LineChecker,
 
   Fields: MovieID::Title::Year::Rated::Released::Genres::Director(s)::
   Writer(s)::Actors::Plot::Poster. The first-listed director and the
-  first-billed actor are kept; `N/A` becomes UNKNOWN.
+  first-billed actor are kept; `N/A` becomes UNKNOWN. A movie id listed
+  twice is a bad line (which entry to keep would be a guess).
   """
   out = {}
   for line_no, line in _split_lines(raw, "utf-8", check, filename):
-    fields = line.split("::")
+    fields = _fields(line)
     if len(fields) < 11:
       check.bad(filename, line_no, f"expected 11 '::'-separated fields, got "
                 f"{len(fields)}")
       continue
-    movie_id = fields[0].strip()
+    movie_id = fields[0]
     if not _is_int(movie_id):
-      check.bad(filename, line_no, f"movie id {movie_id!r} is not a positive "
-                "integer")
+      check.bad(filename, line_no, f"movie id {_show(movie_id)} is not a "
+                "positive integer")
+      continue
+    if movie_id in out:
+      check.bad(filename, line_no, f"duplicate movie id {movie_id}")
       continue
     out[movie_id] = (first_name_in_list(fields[6]),
                      first_name_in_list(fields[8]))
@@ -342,6 +392,12 @@ def read_ml1m_files(raw_dir: str) -> Tuple[Dict[str, bytes], str]:
         out[n] = f.read()
     return out, folder
   archive = os.path.join(raw_dir, "ml-1m.zip")
+  present = [n for n in names if os.path.isfile(os.path.join(folder, n))]
+  if present and not os.path.isfile(archive):
+    missing = next(n for n in names if n not in present)
+    raise MissingDataError(f"missing {os.path.join(folder, missing)} (the "
+                           f"folder has {', '.join(present)}). "
+                           + HOW_TO_SUPPLY)
   if os.path.isfile(archive):
     with zipfile.ZipFile(archive) as z:
       missing = [n for n in names if f"ml-1m/{n}" not in z.namelist()]
@@ -375,10 +431,14 @@ def load_raw_files(ml1m: Dict[str, bytes], enrichment: bytes,
   report = ParseReport()
   check = _LineChecker(on_bad_line, report)
   users = parse_users(ml1m["users.dat"], check)
+  _require_rows(len(users), "users.dat", "users", report)
   movies = parse_movies(ml1m["movies.dat"], check)
+  _require_rows(len(movies), "movies.dat", "movies", report)
   ratings = parse_ratings(ml1m["ratings.dat"], check,
                           set(users.user_id), set(movies.movie_id))
+  _require_rows(len(ratings), "ratings.dat", "ratings", report)
   extra = parse_enrichment(enrichment, check)
+  _require_rows(len(extra), "movies_extrainfos.dat", "movies", report)
   known = set(movies.movie_id)
   report.enrichment_rows_unmatched = sum(1 for m in extra if m not in known)
   movies["director"] = [extra.get(m, (UNKNOWN, UNKNOWN))[0]

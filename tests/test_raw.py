@@ -108,13 +108,15 @@ def test_hostile_bytes_name_the_true_line(tmp_path):
   facts = fakedata.write_raw_dir(str(tmp_path))
   ml = os.path.join(facts["path"], "ml-1m")
   # A NEL (0x85) and a form feed inside a title are not line breaks: the
-  # file reads as before, the title keeps them, and a bad line after it
-  # is named by its true number.
+  # file reads as before, the title's whitespace is normalised, and a bad
+  # line after it is named by its true number.
   _insert_bytes(os.path.join(ml, "movies.dat"), 1,
-                lambda b: b.replace(b"::", b"\x85\x0c::", 1))
+                lambda b: b.replace(b" (", b"\x85\x0c (", 1))
   data = raw.load_raw(facts["path"])
   assert len(data.movies) == facts["num_movies"]
   assert data.report.skipped_total == 0
+  assert data.movies.set_index("movie_id").loc["2"].movie_title == (
+      "Toy Story (1995)")
   _insert_bytes(os.path.join(ml, "movies.dat"), 3,
                 lambda b: b.split(b"::")[0] + b"::Bad (2000)::NotAGenre")
   with pytest.raises(raw.BadInputError, match=r"movies.dat:4: .*unknown genre"):
