@@ -148,6 +148,7 @@ class MovielensEnriched(tfds.core.GeneratorBasedBuilder):
                on_bad_line: str = "error", **kwargs):
     self._raw_data_dir = raw_data_dir
     self._on_bad_line = on_bad_line
+    self._raw = None  # set while download_and_prepare runs
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -159,7 +160,19 @@ class MovielensEnriched(tfds.core.GeneratorBasedBuilder):
         metadata=tfds.core.MetadataDict(),
     )
 
+  def download_and_prepare(self, *args, **kwargs):
+    """Reads and checks a local raw directory first, so a bad or empty
+    file stops the run before TFDS starts a build."""
+    if self._raw_data_dir:
+      self._raw = raw.load_raw(self._raw_data_dir, self._on_bad_line)
+    try:
+      return super().download_and_prepare(*args, **kwargs)
+    finally:
+      self._raw = None
+
   def _load(self, dl_manager) -> raw.RawData:
+    if self._raw is not None:
+      return self._raw
     if self._raw_data_dir:
       return raw.load_raw(self._raw_data_dir, self._on_bad_line)
     extracted = dl_manager.download_and_extract(ML1M_URL)
@@ -185,6 +198,11 @@ class MovielensEnriched(tfds.core.GeneratorBasedBuilder):
                                           "user_id")}
     examples = raw.ratings_examples(data)
     test = splits.test_mask(data.ratings, name)
+    for split, mask in (("train", ~test), ("test", test)):
+      if not mask.any():
+        raise raw.BadInputError(
+            f"ratings.dat: the {name} split rule leaves no {split} ratings "
+            f"(of {len(test)})")
     return {
         "train": self._generate_ratings(examples[~test]),
         "test": self._generate_ratings(examples[test]),
