@@ -163,8 +163,9 @@ def _split_lines(raw: bytes, encoding: str, check: "_LineChecker",
   Lines end at "\n" only (a NEL or form feed inside a field is no line
   break); a "\r" before it is dropped (CRLF files read as LF ones). A
   UTF-8 byte-order mark at the start is dropped and makes the file UTF-8
-  (an editor saved it so). Bad lines: one that does not decode, and a
-  non-blank last line without its newline (a cut-off file: its last
+  (an editor saved it so). Bad lines: one that does not decode, one with
+  a NUL byte (text has none; zero-filled blocks are what a crash leaves),
+  and a non-blank last line without its newline (a cut-off file: its last
   number may be cut short). Blank means only spaces, tabs and "\r".
   """
   note, bom = "", 0
@@ -185,6 +186,11 @@ def _split_lines(raw: bytes, encoding: str, check: "_LineChecker",
       column = e.start + 1 + (bom if line_no == 1 else 0)
       check.bad(filename, line_no, f"not valid {encoding} text (byte "
                 f"0x{chunk[e.start]:02x} at column {column}{note})")
+      continue
+    if "\x00" in line:
+      column = chunk.index(b"\x00") + 1 + (bom if line_no == 1 else 0)
+      check.bad(filename, line_no, f"NUL byte at column {column} (file "
+                "corrupted?)")
       continue
     yield line_no, line.removesuffix("\r")
 
