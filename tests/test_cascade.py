@@ -11,7 +11,7 @@ import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import tensorflow as tf
 
 from test_recommend import small_runs  # noqa: F401  pylint: disable=unused-import
-from tfrs_pipeline import pipeline
+from tfrs_pipeline import export_layout, pipeline
 from tfrs_pipeline.app import cascade, cascade_eval, cascade_graph
 
 
@@ -183,6 +183,30 @@ def test_candidates_merge_exclude_and_carry_ranks(fitted):  # pylint: disable=re
                              [zz[j] for j in index], rtol=1e-4, atol=1e-4)
 
 
+def test_item_to_item_scores_are_the_history_rows_summed(fitted):  # pylint: disable=redefined-outer-name
+  graph = _graph(fitted, ease=10, ease_liked=5, popularity=5, list_size=15)
+  movies = list(graph.catalogue_ids)
+  requests = [cascade.Request(history=movies[3:9], ratings=[5, 4, 1, 2, 5, 3]),
+              cascade.Request(history=movies[:2], ratings=[4, 4])]
+  scores = {k: v.numpy() for k, v in
+            graph.source_scores(graph.inputs(requests)).items()}
+  for source, pick in (("ease", lambda r: r.history),
+                       ("ease_liked", lambda r: r.liked())):
+    table = getattr(fitted, source)
+    dense = np.zeros((graph.n, graph.n), np.float64)
+    np.add.at(dense, (np.repeat(np.arange(graph.n),
+                                table.neighbour_index.shape[1]),
+                      table.neighbour_index.ravel()),
+              table.neighbour_weight.ravel())
+    for b, r in enumerate(requests):
+      rows = [graph.position[m] for m in pick(r)]
+      want = dense[rows].sum(axis=0)
+      got = scores[source][b]
+      keep = np.isfinite(got)  # the rated movies are excluded (-inf)
+      assert not keep[[graph.position[m] for m in r.history]].any()
+      np.testing.assert_allclose(got[keep], want[keep], rtol=1e-5, atol=1e-6)
+
+
 def test_because_names_the_liked_movie_with_the_largest_weight(fitted):  # pylint: disable=redefined-outer-name
   graph = _graph(fitted, ease=10, ease_liked=5, popularity=5, list_size=15)
   movies = list(graph.catalogue_ids)
@@ -276,10 +300,12 @@ def test_new_user_lists_come_from_users_new_to_every_fit(fake_data):
 
 
 def _served_graph(runs):
-  export = f"{runs}/sources/export/sources"
+  export = export_layout.locate(f"{runs}/sources", "sources")
   return cascade_graph.CascadeGraph(
-      cascade.FittedSources.load(export), f"{runs}/retrieval/export",
-      {"r": f"{runs}/ranking/export/ranking"}, cascade.read_config(export))
+      cascade.FittedSources.load(export),
+      export_layout.locate(f"{runs}/retrieval"),
+      {"r": export_layout.locate(f"{runs}/ranking", "ranking")},
+      cascade.read_config(export))
 
 
 def test_served_cascade_end_to_end(small_runs, fake_data):  # pylint: disable=redefined-outer-name

@@ -253,8 +253,9 @@ class CascadeGraph(tf.Module):
     j = tf.gather(index, item)  # [T, M]
     w = tf.gather(weight, item)
     ids = j + tf.cast(where[:, :1], tf.int32) * self.n
-    out = tf.math.unsorted_segment_sum(
-        tf.reshape(w, [-1]), tf.reshape(ids, [-1]), b * self.n)
+    # A weighted bincount is the segment sum, 2x faster on CPU here.
+    out = tf.math.bincount(tf.reshape(ids, [-1]), tf.reshape(w, [-1]),
+                           minlength=b * self.n, maxlength=b * self.n)
     return tf.reshape(out, [b, self.n])
 
   def _query(self, inputs) -> Dict[str, tf.Tensor]:
