@@ -80,7 +80,7 @@ def _parse_occupation(v) -> str:
   """A TFDS occupation label (any case) or an ML-1M `users.dat` code."""
   labels = {o.lower(): o for o in occupations()}
   text = str(v).strip()
-  if text.isdigit() and int(text) < len(raw.OCCUPATIONS):
+  if text.isascii() and text.isdigit() and int(text) < len(raw.OCCUPATIONS):
     text = raw.occupation_label(int(text))
   occ = labels.get(text.lower())
   if occ is None:
