@@ -63,6 +63,9 @@ EXAMPLES = ("lists", "ratings")
 # MMoE serving score: log P(engage among the candidates) + log P(liked)
 # (lists), P(engage) * E[rating], or the rating.
 SCORES = ("engage_liked", "engage_x_rating", "rating")
+MODELS = ("mmoe", "dcn")
+STRUCTURES = ("stacked", "parallel")  # DCN-v2: cross -> deep, cross || deep
+NEGATIVE_SAMPLINGS = ("uniform", "popularity")
 LIST_MASK = "list_mask"  # lists: 1 for a real candidate, 0 for padding
 RATED = "rated"  # label: 1 for a real rating, 0 for a sampled negative
 MIN_RATING, MAX_RATING = 1.0, 5.0
@@ -72,54 +75,6 @@ MIN_RATING, MAX_RATING = 1.0, 5.0
 class RankingConfig:
   """Hyperparameters of a ranking run (defaults: the shipped model).
 
-  Shared input layer:
-    extra_features: spec features (`features.FEATURES`) used in addition
-      to `features_for(RANKING)`, when the spec has them (default none).
-      See `ranking_features`. The spec's ranking features include
-      `rated_movies`, the user's other train movies pooled as SVD++'s
-      implicit feedback (sum / sqrt(n)): it lowered validation RMSE by
-      ~0.006 (0.8557 vs ~0.862 after 6 epochs in the same experiment).
-    history_length: user_history ids per user when a feature reads them
-      (`DataConfig.history_length`; the data carries none otherwise).
-    embedding_l2: L2 penalty on the embeddings looked up in a batch
-      (mean over the batch of the squared norm of x0 and of the bias
-      terms); frequency-aware, unlike a penalty on whole tables.
-    embedding_dropout: dropout on x0.
-    bias_terms: global mean + per-user + per-movie rating biases.
-    factorization_dim: d > 0 adds the MF term <p_u, q_i> of dedicated
-      d-dim user-id and movie-id factor tables to the rating bias (DCN
-      and the MMoE rating task); 0 disables it. Default 64, chosen on the
-      validation slice of train (it lowers validation RMSE by about
-      0.005; factorization_l2 0.06 ties 0.03); test figures are in the
-      `make bench` report.
-    factorization_l2: L2 weight on the looked-up factors (batch mean of
-      |p_u|^2 + |q_i|^2), as the biased-MF baseline's `reg`.
-  DCN-v2:
-    cross_layers: number of `Cross` layers (0 = deep network only).
-    projection_dim: 0 = full-rank W [D, D]; r > 0 = low rank U [D, r] V.
-    structure: `stacked` (cross -> deep) or `parallel` (cross || deep).
-    deep_layers: units of the deep ReLU layers.
-    dropout: dropout after each deep layer.
-  MMoE:
-    num_experts, expert_layers, tower_layers: the MMoE shape.
-    mmoe_cross_layers: cross layers in the shared bottom (0 = none).
-    engagement_weight, rating_weight, liked_weight: task loss weights.
-    liked_from_rating: add a * rating + b (learned) to the liked logit.
-    num_negatives: sampled unrated movies per train rating.
-    negative_sampling: `uniform` or `popularity` (train count ** 0.75).
-    bias_tower_layers, bias_dropout: the selection-bias tower.
-    score: MMoE serving `score`: `engage_x_rating` (P(engage) * E[rating])
-      or `rating`.
-  Training:
-    learning_rate, batch_size, epochs (max), max_train_seconds (fit).
-    lr_schedule: `cosine` (default) decays the learning rate to 0 at
-      `epochs` (`optim.adam`); `constant` keeps it.
-    patience: early stopping on the validation RMSE (validation carved
-      from train: `validation_fraction`), best weights restored.
-    max_train_examples: 0 = all; else only the first N train ratings are
-      read (the TFDS files are shuffled at build time; short runs).
-    seed: initialization, split, shuffling and negative sampling.
-
   Default model: `mmoe`, the one that serves best. In the same `make
   bench` run, behind the same retrieval stage, it ranks the candidates
   better than DCN-v2 (two-stage NDCG@10 0.297 vs 0.266: its score
@@ -127,60 +82,118 @@ class RankingConfig:
   has the lower test RMSE (0.849 vs 0.857), for ~2.2x DCN-v2's fit time.
   """
   model: str = "mmoe"
-  # What one training example is: `lists` (default), a user's candidate
-  # list from the two-stage sources labelled with held-out ratings (see
-  # `listwise`), or `ratings`, one train rating (+ sampled negatives for
-  # MMoE), the models' first form (no source features).
+  """The ranker: `mmoe` (multi-gate mixture of experts: engagement,
+  rating and liked tasks) or `dcn` (DCN-v2 rating model)."""
   examples: str = "lists"
-  gain: str = "binary"  # lists: listwise gain of a labelled candidate
-  lists_per_batch: int = 32  # lists: users per batch (x candidates rows)
-  # lists: also fit the rating and liked tasks on every fit-part rating
-  # (one-candidate lists, no source features, history without the rated
-  # movie), `batch_size` ratings per batch, interleaved with the lists.
+  """What one training example is: `lists` (a user's candidate list from
+  the two-stage sources, labelled with held-out ratings) or `ratings`
+  (one train rating, no source features; needs no retrieval run)."""
+  gain: str = "binary"
+  """lists: listwise gain of a labelled candidate: `binary` (any rating),
+  `rating` or `liked` (rated 4 or 5)."""
+  lists_per_batch: int = 32
+  """lists: users per batch (each with its candidate rows)."""
   rating_lists: bool = False
-  # lists: the bias tower also reads the source ranks. Off: on the
-  # validation split it lowered NDCG@10 (known users 0.1758 vs 0.1780,
-  # demographics-only new users 0.368 vs 0.392): at serving, without the
-  # tower, the main model had not learned what the ranks say.
+  """lists: also fit the rating and liked tasks on every fit-part rating
+  (one-candidate lists, batch_size ratings per batch)."""
+  # Off: on the validation split it lowered NDCG@10 (known users 0.1758 vs
+  # 0.1780, demographics-only new users 0.368 vs 0.392): at serving,
+  # without the tower, the main model had not learned what the ranks say.
   position_bias: bool = False
-  # Shared input layer.
+  """lists: the selection-bias tower also reads the source ranks."""
+  # Shared input layer. The spec's ranking features include
+  # `rated_movies`, the user's other train movies pooled as SVD++'s
+  # implicit feedback (sum / sqrt(n)): it lowered validation RMSE by
+  # ~0.006 (0.8557 vs ~0.862 after 6 epochs in the same experiment).
   extra_features: Tuple[str, ...] = ()
+  """Spec features (tfrs_pipeline/features.py) to use besides the ranking
+  ones, comma-separated (empty: none)."""
   embedding_l2: float = 1e-3
+  """L2 penalty on the embeddings looked up in a batch (batch mean of the
+  squared norms); 0: none."""
   embedding_dropout: float = 0.2
+  """Dropout rate on the concatenated input embeddings, in [0, 1)."""
   bias_terms: bool = True
+  """Add global mean + per-user + per-movie rating biases."""
+  # 64 chosen on the validation slice of train (it lowers validation RMSE
+  # by about 0.005; factorization_l2 0.06 ties 0.03).
   factorization_dim: int = 64
+  """d > 0 adds the matrix-factorization term <p_u, q_i> of d-dim user
+  and movie factors to the rating (DCN, MMoE rating task); 0: off."""
   factorization_l2: float = 0.03
-  history_length: int = 2000  # user_history ids, when a feature uses it
+  """L2 weight on the looked-up factors (batch mean of |p_u|^2 +
+  |q_i|^2)."""
+  history_length: int = 2000
+  """Most recent movie ids of a user's history, when a feature reads
+  them."""
   # DCN-v2.
   cross_layers: int = 2
+  """dcn: cross layers (0: deep network only)."""
   projection_dim: int = 0
+  """dcn: rank r of the cross layers' weights (0: full rank)."""
   structure: str = "stacked"
+  """dcn: `stacked` (cross then deep) or `parallel` (cross beside deep)."""
   deep_layers: Tuple[int, ...] = (256, 128)
+  """dcn: units of the deep ReLU layers, comma-separated."""
   dropout: float = 0.2
+  """dcn: dropout rate after each deep layer, in [0, 1)."""
   diag_scale: float = 0.0
+  """dcn: adds diag_scale * I to the cross layers' W (steadies a low
+  rank)."""
   # MMoE.
   num_experts: int = 4
+  """mmoe: shared experts."""
   expert_layers: Tuple[int, ...] = (128,)
+  """mmoe: units of each expert's layers, comma-separated."""
   tower_layers: Tuple[int, ...] = (64,)
+  """mmoe: units of each task tower's layers, comma-separated."""
   mmoe_cross_layers: int = 1
+  """mmoe: cross layers in the shared bottom (0: none)."""
   engagement_weight: float = 0.5
+  """mmoe: loss weight of the engagement task."""
   rating_weight: float = 1.0
+  """mmoe: loss weight of the rating task."""
   liked_weight: float = 0.5
+  """mmoe: loss weight of the liked (rated 4 or 5) task."""
   liked_from_rating: bool = True
+  """mmoe: add a * rating + b (learned) to the liked logit."""
   num_negatives: int = 1
+  """mmoe, examples=ratings: sampled unrated movies per train rating."""
   negative_sampling: str = "uniform"
+  """mmoe, examples=ratings: how negatives are drawn: `uniform` or
+  `popularity` (train count ** 0.75)."""
   bias_tower_layers: Tuple[int, ...] = (16,)
+  """mmoe: units of the selection-bias tower, comma-separated."""
   bias_dropout: float = 0.3
+  """mmoe: dropout rate in the selection-bias tower, in [0, 1)."""
   score: str = "engage_liked"
-  max_train_seconds: float = 420.0  # fit budget, 0 = none (train.py)
+  """mmoe: the serving score that orders the list: `engage_liked` (log
+  P(engage among the candidates) + log P(liked)), `engage_x_rating`
+  (P(engage) x E[rating]) or `rating`."""
+  max_train_seconds: float = 420.0
+  """Fit time budget in seconds: no epoch starts that would end past it;
+  0: none."""
   learning_rate: float = 2e-3
-  lr_schedule: str = "cosine"  # constant | cosine (to 0 at `epochs`)
+  """Adam learning rate."""
+  lr_schedule: str = "cosine"
+  """`cosine` decays the learning rate to 0 at the last epoch; `constant`
+  keeps it."""
   batch_size: int = 4096
-  epochs: int = 2  # lists: the validation NDCG peaked after the first epoch
+  """Ratings per training step (examples=ratings, and rating_lists)."""
+  # lists: the validation NDCG peaked after the first epoch.
+  epochs: int = 2
+  """Maximum training epochs."""
   patience: int = 2
+  """Early stopping: epochs without a better validation score (best
+  weights restored)."""
   validation_fraction: float = 0.05
+  """Share of the training examples held out for validation and early
+  stopping."""
   max_train_examples: int = 0
+  """0: every train example; else only the first N (short runs)."""
   seed: int = 42
+  """Seed of initialization, validation split, shuffling and negative
+  sampling."""
 
   def __post_init__(self):
     self.extra_features = tuple(str(f) for f in self.extra_features if f)
@@ -188,8 +201,8 @@ class RankingConfig:
     self.expert_layers = tuple(int(u) for u in self.expert_layers)
     self.tower_layers = tuple(int(u) for u in self.tower_layers)
     self.bias_tower_layers = tuple(int(u) for u in self.bias_tower_layers)
-    checks = {"model": ("dcn", "mmoe"), "structure": ("stacked", "parallel"),
-              "negative_sampling": ("uniform", "popularity"),
+    checks = {"model": MODELS, "structure": STRUCTURES,
+              "negative_sampling": NEGATIVE_SAMPLINGS,
               "score": SCORES, "examples": EXAMPLES,
               "gain": listwise.GAINS,
               "lr_schedule": optim.LR_SCHEDULES}

@@ -70,31 +70,61 @@ class RetrievalConfig:
 
   The defaults are tuned on the real data (random split); see README.
   """
-  examples: str = "user"  # user | rating: what one training example is
-  embedding_dim: int = 128  # D, output of each member's towers
-  members: int = 2  # tower pairs of the ensemble (served dim members * D); 2 keeps `make train` under 10 minutes
-  hidden_units: Tuple[int, ...] = (256,)  # dense layers before the output
-  normalize: bool = True  # L2-normalize both towers' outputs
-  temperature: float = 0.1  # softmax temperature (None/0: none)
-  negatives: str = "corpus"  # corpus (full softmax) | in_batch
+  examples: str = "user"
+  """What one training example is: `user` (part of a user's history
+  predicts the rest) or `rating` (one rating, as in the TFRS tutorial)."""
+  embedding_dim: int = 128
+  """Output size D of each member's towers."""
+  # 2 keeps `make train` under 10 minutes.
+  members: int = 2
+  """Tower pairs of the ensemble (the served embedding has members * D
+  dimensions)."""
+  hidden_units: Tuple[int, ...] = (256,)
+  """Sizes of the dense ReLU layers before each tower's output,
+  comma-separated (empty: none)."""
+  normalize: bool = True
+  """L2-normalize both towers' outputs."""
+  temperature: float = 0.1
+  """Softmax temperature; 0: none."""
+  negatives: str = "corpus"
+  """Negatives of the softmax: `corpus` (every movie, a full softmax) or
+  `in_batch` (the batch's other movies; needs --examples rating)."""
   # The rest of the negatives options apply to `in_batch` only.
-  logq_correction: bool = True  # subtract log(train frequency) of candidates
-  remove_accidental_hits: bool = True  # same movie as in-batch negative
-  num_hard_negatives: int = 0  # >0: keep only the hardest in-batch negatives
-  corpus_negatives: int = 0  # >0: + this many uniform movies as negatives
-  embedding_l2: float = 0.0  # L2 regularization of the embedding tables
-  dropout: float = 0.3  # dropout after each hidden layer
-  history_length: int = 2000  # user_history ids (DataConfig.history_length)
-  # Share of the history held out as targets (user) / dropped (rating).
+  logq_correction: bool = True
+  """in_batch: subtract the log train frequency of each candidate."""
+  remove_accidental_hits: bool = True
+  """in_batch: ignore a negative that is the example's own movie."""
+  num_hard_negatives: int = 0
+  """in_batch: > 0 keeps only this many hardest negatives (< batch_size);
+  0: all."""
+  corpus_negatives: int = 0
+  """in_batch: > 0 adds this many uniformly drawn movies as negatives."""
+  embedding_l2: float = 0.0
+  """L2 regularization of the embedding tables; 0: none."""
+  dropout: float = 0.3
+  """Dropout rate after each hidden layer, in [0, 1)."""
+  history_length: int = 2000
+  """Most recent movie ids of a user's history the query tower reads."""
   history_dropout: float = 0.5
-  batch_size: int = 256  # examples (users or ratings) per step
+  """Share of a history held out as targets (examples=user, in (0, 1))
+  or dropped (examples=rating, in [0, 1))."""
+  batch_size: int = 256
+  """Examples (users or ratings) per training step."""
   epochs: int = 10
-  passes_per_epoch: int = 10  # examples=user: passes over the users
-  learning_rate: float = 0.003  # Adam
-  lr_schedule: str = "cosine"  # constant | cosine (to 0 over all epochs)
-  eval_sample: int = 5000  # test ratings for the per-epoch top-k metrics
-  top_k: int = 500  # K of the exported index (a request for N candidates gets N <= K)
+  """Training epochs (a stopped run resumes from its last epoch)."""
+  passes_per_epoch: int = 10
+  """examples=user: passes over the users per epoch."""
+  learning_rate: float = 0.003
+  """Adam learning rate."""
+  lr_schedule: str = "cosine"
+  """`cosine` decays the learning rate to 0 over all epochs; `constant`
+  keeps it."""
+  eval_sample: int = 5000
+  """Test ratings sampled for the per-epoch top-k metrics."""
+  top_k: int = 500
+  """K of the exported ScaNN index: a request gets at most K candidates."""
   seed: int = 42
+  """Seed of initialization, shuffling and sampling."""
 
   @property
   def output_dim(self) -> int:

@@ -93,24 +93,42 @@ def to_inputs(example: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
 @dataclasses.dataclass
 class DataConfig:
   """Where the data comes from and how it is split and batched."""
-  raw_data: Optional[str] = None  # default: $TFRS_RAW_DATA, else download
-  data_dir: Optional[str] = None  # default: $TFRS_DATA_DIR, else ~/tensorflow_datasets
-  split: str = "random"  # random | temporal (see README, "Splits")
-  on_bad_line: str = "error"  # error | skip
+  raw_data: Optional[str] = None
+  """Directory with ml-1m/ (or ml-1m.zip) and melu/movies_extrainfos.dat;
+  unset: $TFRS_RAW_DATA, else the official files are downloaded."""
+  data_dir: Optional[str] = None
+  """TFDS data directory; unset: $TFRS_DATA_DIR, else
+  ~/tensorflow_datasets."""
+  split: str = "random"
+  """Train/test split: `random` (a hash of user and movie puts 1 rating in
+  5 in test) or `temporal` (each user's latest 20% are test)."""
+  on_bad_line: str = "error"
+  """On a malformed raw line: `error` stops naming file and line, `skip`
+  skips and counts it."""
   seed: int = 42
+  """Seed of shuffling, sampling, the train carving and initialization."""
   shuffle_buffer: int = 100_000
-  history_length: int = 2000  # user_history ids per user; 0: empty histories
-  # Carving of the train split (module docstring). label_share: the
+  """Examples in the training shuffle buffer."""
+  history_length: int = 2000
+  """Most recent train movie ids kept per user history; 0: empty."""
+  # Carving of the train split (module docstring): label_share holds the
   # two-stage ranker's labels; validation_share > 0 replaces the test
-  # split by a validation split; holdout_users: new users left out of
+  # split by a validation split; holdout_users are new users left out of
   # every fit.
   label_share: float = 0.2
+  """Share of each user's train ratings held out of every fit as the
+  two-stage ranker's labels, in [0, 1); 0: none."""
   validation_share: float = 0.0
+  """> 0: that share of each user's train ratings replaces the test
+  split (experiments; the test split is then never read), in [0, 1)."""
   holdout_users: float = 0.0
-  # With label_share > 0: this share of the users (seeded) has all of its
-  # train ratings as labels and none in the fit part: new users for the
+  """Share of the users with ratings left out of every fit (new-user
+  evaluation), in [0, 1)."""
+  # With label_share > 0, these users (seeded) are new users for the
   # ranker's new-user lists, as `holdout_users` are for the evaluation.
   cold_users: float = 0.1
+  """With label_share > 0: share of the users whose train ratings are all
+  labels, none in the fit part, in [0, 1)."""
 
   def __post_init__(self):
     for name in ("label_share", "validation_share", "holdout_users",

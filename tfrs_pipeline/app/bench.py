@@ -35,22 +35,7 @@ from tfrs_pipeline.app import flags as common
 
 FLAGS = flags.FLAGS
 SECTIONS = ("retrieval", "index", "ranking", "e2e")
-flags.DEFINE_string("out_dir", "bench", "Where report.{json,md} go.")
-flags.DEFINE_list("sections", list(SECTIONS), "Sections to run.")
-flags.DEFINE_integer("synthetic_vectors", 1_000_000,
-                     "index: size of the synthetic corpus.")
-flags.DEFINE_list("ease_l2", ["100", "250", "500", "1000", "3000", "10000"],
-                  "retrieval: EASE lambdas to sweep.")
-flags.DEFINE_list("tutorial_epochs", ["5"],
-                  "retrieval: epochs of the TFRS-tutorial two-tower (add 32 "
-                  "to see it overfit; ~10 min more on 2 cores).")
-flags.DEFINE_integer("dcn_tutorial_seeds", 3,
-                     "ranking: seeds of the TFRS-tutorial DCN.")
-flags.DEFINE_integer("load_requests", 400, "e2e: /recommend requests.")
-flags.DEFINE_integer("load_concurrency", 8, "e2e: concurrent clients.")
-flags.DEFINE_float("e2e_holdout_users", 0.1,
-                   "e2e: share of the users with ratings left out of every "
-                   "fit (evaluated as new users).")
+# The flags: `flag_specs.bench` (defined before this module is imported).
 
 
 def main(argv):

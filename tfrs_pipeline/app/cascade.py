@@ -73,35 +73,48 @@ class CascadeConfig:
   Defaults chosen on the validation split (README, "Two stages").
   """
   two_tower: int = 200
+  """Candidates from the two-tower model (ScaNN) per list."""
   ease: int = 200
+  """Candidates from item-to-item EASE over all rated movies per list."""
   ease_liked: int = 100
+  """Candidates from EASE over the movies rated 4 or 5 per list."""
   popularity: int = 50
-  list_size: int = 300  # merged candidates per training list
-  # Merged candidates ranked per request at serving (and in the bench):
-  # on the validation split 100, 150, 200 and 300 gave the same NDCG@10
+  """Candidates from popularity by gender, age and occupation per list."""
+  list_size: int = 300
+  """Merged candidates per training list (>= 1)."""
+  # On the validation split 100, 150, 200 and 300 gave the same NDCG@10
   # (0.1797) behind a ranker trained on lists of 300; 100 ranks 3x faster.
   serve_list_size: int = 100
+  """Merged candidates ranked per request at serving and in the bench
+  (>= 1)."""
   ease_l2: float = 1000.0
+  """Ridge lambda of EASE."""
   ease_liked_l2: float = 500.0
-  ease_neighbours: int = 300  # stored neighbours per movie (largest |B|)
-  # Demographic popularity (`sources.DemographicPopularity`): liked movies
-  # regressed on these attributes' one-hot values with this ridge l2.
+  """Ridge lambda of EASE over liked movies."""
+  ease_neighbours: int = 300
+  """Neighbours stored per movie by both EASE sources (largest |weight|)."""
   popularity_attributes: tuple = ("user_gender", "bucketized_user_age",
                                   "user_occupation_label")
+  """Attributes the demographic popularity regresses liked movies on,
+  comma-separated, from user_gender, bucketized_user_age,
+  user_occupation_label, user_zip_code."""
   popularity_l2: float = 100.0
-  # Lists of users new to every fit (`DataConfig.cold_users`): one from
-  # demographics only and one per number of earliest ratings given. On
-  # validation (1, 3, 5, 10) helped first-5 users (+0.006) but cost known
-  # (-0.005) and demographics-only users (-0.013): (5,) kept.
+  """Ridge lambda of the demographic popularity."""
+  # On validation (1, 3, 5, 10) helped first-5 users (+0.006) but cost
+  # known (-0.005) and demographics-only users (-0.013): (5,) kept.
   new_user_given: tuple = (5,)
-  # New-user lists built from known users too, for this share of them
-  # (seeded): from demographics only and from their `cold_given` earliest
-  # ratings, their other fit-part movies excluded, labelled with their
-  # label ratings. Off: on validation, with the lists above, 0.5 lowered
-  # known users by 0.003 and demographics-only new users by 0.023.
+  """Lists of users new to every fit (DataConfig.cold_users): one from
+  demographics only and one per number of earliest ratings given here,
+  comma-separated (each >= 1)."""
+  # Off: on validation, with the lists above, 0.5 lowered known users by
+  # 0.003 and demographics-only new users by 0.023.
   cold_share: float = 0.0
+  """Share of the known users (seeded) that also give new-user lists
+  (demographics only, and their cold_given earliest ratings)."""
   cold_given: int = 5
+  """Earliest ratings given in the cold_share users' new-user lists."""
   seed: int = 42
+  """Seed of the cold_share draw."""
 
   def served(self) -> "CascadeConfig":
     """This configuration with `list_size` = `serve_list_size`."""

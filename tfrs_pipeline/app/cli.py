@@ -8,8 +8,9 @@
 
 Each command is a `main(argv)` in a command module of this package, loaded
 only when that command runs (`importlib`, so that `recommend` never loads
-the bench or the trainers); its flags are defined on import or by the
-command's flag function. `--help` shows just the command's flags.
+the bench or the trainers). Its flags come from `flag_specs` and are
+defined before that import, so `--help` lists just the command's flags
+without importing TensorFlow.
 
 Expected errors (`tfrs_pipeline.errors`: bad settings, malformed input
 lines, missing data or exports, invalid requests) print one line
@@ -20,32 +21,65 @@ lines, missing data or exports, invalid requests) print one line
     4  missing data, run or export (MissingError)
 """
 
+import collections
 import importlib
+import shutil
 import sys
+import textwrap
 
 from absl import app
-from absl import flags
 
 from tfrs_pipeline import errors
+from tfrs_pipeline.app import flag_specs
 
 _TRAIN = "tfrs_pipeline.app.train_commands"
 _DATA = "tfrs_pipeline.app.data_commands"
 _RECOMMEND = "tfrs_pipeline.app.recommend_cli"
 
-# words -> (module, main function, flag-defining function or None)
+Command = collections.namedtuple("Command", "module main summary flags")
+
 COMMANDS = {
-    ("data", "prepare"): (_DATA, "prepare_main", None),
-    ("data", "describe"): (_DATA, "describe_main", None),
-    ("eda",): (_DATA, "eda_main", None),
-    ("train", "retrieval"): (_TRAIN, "retrieval_main",
-                             "define_retrieval_flags"),
-    ("train", "sources"): (_TRAIN, "sources_main", "define_flags"),
-    ("train", "ranking"): (_TRAIN, "ranking_main", "define_flags"),
-    ("train", "all"): (_TRAIN, "all_main", "define_flags"),
-    ("bench",): ("tfrs_pipeline.app.bench", "main", None),
-    ("recommend",): (_RECOMMEND, "recommend_main", None),
-    ("similar",): (_RECOMMEND, "similar_main", None),
-    ("serve",): ("tfrs_pipeline.app.serving_cli", "main", None),
+    ("data", "prepare"): Command(
+        _DATA, "prepare_main", "Build (or reuse) the TFDS datasets from the "
+        "raw MovieLens-1M files.", flag_specs.data_prepare),
+    ("data", "describe"): Command(
+        _DATA, "describe_main", "Counts of the built dataset: ratings, users, "
+        "movies, train/test sizes, skipped raw lines.",
+        flag_specs.data_describe),
+    ("eda",): Command(
+        _DATA, "eda_main", "Exploratory analysis of the raw files: plots and "
+        "a report under --out_dir.", flag_specs.eda),
+    ("train", "retrieval"): Command(
+        _TRAIN, "retrieval_main", "Train the two-tower retrieval model and "
+        "export it with its ScaNN index into RUN_DIR/export.",
+        flag_specs.train_retrieval),
+    ("train", "sources"): Command(
+        _TRAIN, "sources_main", "Fit the served candidate sources (EASE, "
+        "EASE over liked movies, demographic popularity) and write the "
+        "catalogue serving reads.", flag_specs.train_sources),
+    ("train", "ranking"): Command(
+        _TRAIN, "ranking_main", "Train the ranker on the candidate lists of "
+        "the two-stage sources (needs a retrieval run trained with the same "
+        "data flags) and export it.", flag_specs.train_ranking),
+    ("train", "all"): Command(
+        _TRAIN, "all_main", "Train retrieval, sources and ranking in order "
+        "with their default configurations (make train).",
+        flag_specs.train_all),
+    ("bench",): Command(
+        "tfrs_pipeline.app.bench", "main", "Quality and speed on the real "
+        "data beside the baselines: report.json, report.md and plots.",
+        flag_specs.bench),
+    ("recommend",): Command(
+        _RECOMMEND, "recommend_main", "Top-k movies for a known user "
+        "(--user_id) or a new one (--ratings and/or demographics), from the "
+        "exports under --runs.", flag_specs.recommend),
+    ("similar",): Command(
+        _RECOMMEND, "similar_main", "Movies most similar to --movie_id by "
+        "their two-tower embeddings.", flag_specs.similar),
+    ("serve",): Command(
+        "tfrs_pipeline.app.serving_cli", "main", "The HTTP service and web "
+        "page over the exports under --runs (http://HOST:PORT/, API docs "
+        "at /docs).", flag_specs.serve),
 }
 
 # The old name of `errors.ConfigError` (a command called with arguments
@@ -54,9 +88,14 @@ UsageError = errors.ConfigError
 
 
 def _usage() -> str:
-  lines = ["usage: tfrs-pipeline COMMAND [--flags]  (COMMAND --help for "
-           "flags)", "", "commands:"]
-  lines += [f"  {' '.join(words)}" for words in COMMANDS]
+  indent = max(len(" ".join(w)) for w in COMMANDS) + 4
+  width = min(shutil.get_terminal_size((100, 24)).columns, 100)
+  lines = ["usage: tfrs-pipeline COMMAND [--flag=value ...]  "
+           "(COMMAND --help: its flags)", "", "commands:"]
+  for words, c in COMMANDS.items():
+    lines += textwrap.wrap(c.summary, width,
+                           initial_indent=f"  {' '.join(words)}".ljust(indent),
+                           subsequent_indent=" " * indent)
   return "\n".join(lines)
 
 
@@ -68,17 +107,17 @@ def run(argv=None) -> None:
     if key in COMMANDS:
       break
   else:
-    print(_usage(), file=sys.stderr)
-    sys.exit(0 if not words else 2)
-  module_name, fn_name, define = COMMANDS[key]
-  module = importlib.import_module(module_name)
-  main = getattr(module, fn_name)
-  if define:
-    getattr(module, define)()
+    help_asked = any(a in ("--help", "-h", "-?", "help") for a in argv[1:])
+    print(_usage(), file=sys.stdout if help_asked else sys.stderr)
+    sys.exit(0 if help_asked or not words else 2)
+  command = COMMANDS[key]
+  groups = command.flags()
+  flag_specs.define(groups)
   rest = argv[1 + len(key):]
-  if any(a in ("--help", "-h", "-?") for a in rest):
-    _print_help(key, module)
+  if any(a in ("--help", "-h", "-?", "--helpshort") for a in rest):
+    print(flag_specs.help_text(key, command.summary, groups))
     return
+  main = getattr(importlib.import_module(command.module), command.main)
 
   def guarded(args):
     try:
@@ -91,20 +130,6 @@ def run(argv=None) -> None:
   # --verbosity on the command line wins).
   app.run(guarded,
           argv=[f"tfrs-pipeline {' '.join(key)}", "--verbosity=-1"] + rest)
-
-
-def _print_help(key, module) -> None:
-  """The command's own flags and the shared data flags (absl's `--help`
-  would list only the console script's)."""
-  print(f"usage: tfrs-pipeline {' '.join(key)} [--flags]\n")
-  doc = (module.__doc__ or "").strip()
-  if doc:
-    print(doc + "\n")
-  for name in (module.__name__, *getattr(module, "HELP_MODULES", ()),
-               "tfrs_pipeline.app.flags"):
-    text = flags.FLAGS.module_help(name)
-    if text:
-      print(text + "\n")
 
 
 if __name__ == "__main__":

@@ -7,19 +7,8 @@ from absl import flags
 
 from data import eda, raw
 from tfrs_pipeline import dataset
-from tfrs_pipeline.app import flags as common
 
-FLAGS = flags.FLAGS
-for _kind, _name, _default, _doc in (
-    ("boolean", "json", False, "describe: print JSON only."),
-    ("boolean", "overwrite", False, "prepare: rebuild even if current."),
-    ("list", "configs", list(dataset.DEFAULT_CONFIGS),
-     "prepare: TFDS configs to build (random, temporal, movies, users)."),
-    ("string", "out_dir", "reports/eda", "eda: output directory."),
-    ("integer", "min_count", 50,
-     "eda: minimum ratings for best-rated rankings.")):
-  if _name not in FLAGS:  # another command module may share the name
-    getattr(flags, f"DEFINE_{_kind}")(_name, _default, _doc)
+FLAGS = flags.FLAGS  # defined by flag_specs (data_prepare, ...)
 
 
 def _log(*args):
@@ -60,5 +49,3 @@ def eda_main(argv):
   eda.run_eda(raw_dir, FLAGS.out_dir, FLAGS.on_bad_line,
               min_count=FLAGS.min_count)
 
-
-del common  # imported for its flag definitions

@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
+import textwrap
+import time
 from typing import List, Optional, Sequence, Tuple
 
 from absl import flags
@@ -23,87 +27,107 @@ import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 
 from tfrs_pipeline import errors, features
 from tfrs_pipeline.app import catalog as catalog_lib
+from tfrs_pipeline.app import flag_specs
 from tfrs_pipeline.app import recommender as recommender_lib
-from tfrs_pipeline.app.catalog import HISTORY_CHOICES
+from tfrs_pipeline.app import run_config
 
 MAX_K = recommender_lib.MAX_K
 
+# Flags: `flag_specs.recommend` / `similar`; the spec's request inputs
+# are defined here too, from the imported spec (`features.request_inputs`).
+flag_specs.define([("new user", flag_specs.request_flags(
+    features.request_inputs()))])
+FLAGS = flags.FLAGS
+
 # Table columns: rank, then every displayed movie input of the spec
-# (`features.display_inputs()`; id, title and year first), with these
-# headers and widths (others: their display key, 12 wide).
-_HEADERS = {"movie_id": ("movie", 5), "title": ("title", 34),
-            "year": ("year", 4), "genres": ("genres", 22),
-            "director": ("director", 18), "star": ("star", 18)}
+# (`features.display_inputs()`; id, title and year first), then the
+# numbers and the why text. Text columns are shortened, widest first,
+# only to fit a terminal.
+_HEADERS = {"rank": "#", "movie_id": "movie", "predicted_rating": "rating",
+            "retrieval_score": "two_tower"}
 _FIRST = ("movie_id", "title", "year")
+_FIXED = ("rank", "movie_id", "year")
+_MIN_WIDTH = 8
+_SCORE_TEXT = {
+    "engage_liked": "log P(watched among the candidates) + log P(liked)",
+    "engage_x_rating": "P(watched) x predicted rating",
+    "rating": "the predicted rating"}
 
 
-def _columns():
+def _display_keys() -> List[str]:
   keys = [i.display for i in features.display_inputs()]
-  keys = [k for k in _FIRST if k in keys] + [k for k in keys
+  return [k for k in _FIRST if k in keys] + [k for k in keys
                                               if k not in _FIRST]
-  return [("rank", "#", 3)] + [(k, *_HEADERS.get(k, (k, 12))) for k in keys]
 
 
-def format_table(rows: List[dict], numbers: Sequence[str]) -> str:
-  """Aligned text table of recommendation / similarity rows."""
-  def cell(row, key, width):
-    v = row.get(key)
-    if isinstance(v, list):
-      v = "|".join(v)
-    v = "-" if v is None else str(v)
-    return v if len(v) <= width else v[:width - 1] + "~"
-  cols = _columns() + [(n, n, max(len(n), 7)) for n in numbers]
-  lines = ["  ".join(h.ljust(w) if k not in numbers else h.rjust(w)
-                     for k, h, w in cols)]
-  for row in rows:
-    lines.append("  ".join(
-        f"{row[k]:.3f}".rjust(w) if k in numbers else
-        cell(row, k, w).ljust(w) for k, _, w in cols))
-  return "\n".join(line.rstrip() for line in lines)
+def _text(value) -> str:
+  if isinstance(value, list):
+    value = "|".join(value)
+  return "-" if value is None else str(value)
 
 
-def _define_flags():
-  """Defines this module's absl flags (skipping names already defined, so
-  that importing it next to other commands never clashes)."""
-  def define(kind, name, default, doc, *args):
-    if name not in flags.FLAGS:
-      getattr(flags, f"DEFINE_{kind}")(name, default, *args, doc)
+def format_table(rows: List[dict], numbers: Sequence[str],
+                 width: Optional[int] = None,
+                 texts: Sequence[str] = ()) -> str:
+  """Aligned text table of recommendation / similarity rows: rank, the
+  displayed movie fields, `numbers` (3 decimals) and `texts` (e.g.
+  "why"). With `width`, the widest text columns are cut ("…") until the
+  rows fit (never below 8 characters); without it nothing is cut."""
+  keys = ["rank", *_display_keys(), *numbers, *texts]
+  cells = [[f"{r[k]:.3f}" if k in numbers and r.get(k) is not None
+            else _text(r.get(k)) for k in keys] for r in rows]
+  heads = [_HEADERS.get(k, k) for k in keys]
+  widths = [max([len(h)] + [len(c[j]) for c in cells])
+            for j, h in enumerate(heads)]
+  shrinkable = [j for j, k in enumerate(keys)
+                if k not in _FIXED and k not in numbers]
+  while width and sum(widths) + 2 * (len(keys) - 1) > width:
+    j = max(shrinkable, key=lambda j: widths[j], default=None)
+    if j is None or widths[j] <= max(_MIN_WIDTH, len(heads[j])):
+      break
+    widths[j] -= 1
 
-  define("string", "runs", "runs",
-         "Directory with the retrieval/, sources/ and ranking/ runs (make "
-         "train); only their exports are read.")
-  define("integer", "k", 10, f"How many movies (1..{MAX_K}).")
-  define("bool", "json", False, "Print a JSON list instead of a table.")
-  define("string", "user_id", None, "MovieLens user id.")
-  define("integer", "num_candidates", recommender_lib.DEFAULT_CANDIDATES,
-         "Merged candidates to rank per request (0: the served "
-         "CascadeConfig.serve_list_size).")
-  for spec in features.request_inputs():  # --age --gender ... (the spec)
-    define("integer" if spec.request_type is int else "string",
-           spec.request, None, f"New user: {spec.request_doc or spec.doc}.")
-  define("string", "ratings", None,
-         "New user: rated movie ids, comma-separated, each with an optional "
-         ":rating 1-5, e.g. 2571:5,1:4,260 (with or without --age "
-         "--gender --occupation --zip).")
-  define("enum", "history", "all",
-         "Movies a known user is never recommended: those rated in `all` "
-         "the data (train + test, for serving) or only in the `train` split "
-         "(what the offline evaluation drops).",
-         list(HISTORY_CHOICES))
-  define("string", "movie_id", None, "similar: the movie id.")
-  define("enum", "metric", "cosine",
-         "similar: similarity of candidate embeddings.", ["cosine", "dot"])
-  return flags.FLAGS
+  def line(values):
+    out = []
+    for j, (k, v) in enumerate(zip(keys, values)):
+      if len(v) > widths[j]:
+        v = v[:widths[j] - 1] + "…"
+      out.append(v.rjust(widths[j]) if k in numbers else v.ljust(widths[j]))
+    return "  ".join(out).rstrip()
+  return "\n".join([line(heads)] + [line(c) for c in cells])
 
 
-FLAGS = _define_flags()
+def _width() -> Optional[int]:
+  """The terminal's width when stdout is one and --full is off."""
+  if FLAGS.full or not sys.stdout.isatty():
+    return None
+  return shutil.get_terminal_size((120, 24)).columns
 
 
-def _print(rows, numbers):
+def _progress(text: str) -> None:
+  print(f"[recommend] {text}", file=sys.stderr, flush=True)
+
+
+def _legend(runs_dir: str) -> str:
+  """What the table's numbers mean (the ranker's score from its run)."""
+  score = _SCORE_TEXT.get(run_config.ranking_score(runs_dir))
+  return (f"score: the ranker's score{', ' + score if score else ''} (rows "
+          "are sorted by it); rating: predicted rating, 1-5 stars; "
+          "two_tower: the retrieval model's score of the movie, "
+          "standardized over all movies (0 = average).")
+
+
+def _print(rows, numbers, texts=(), heading="", legend=""):
   if FLAGS.json:
     print(json.dumps(rows, indent=1, ensure_ascii=False))
-  else:
-    print(format_table(rows, numbers))
+    return
+  width = _width()
+  if heading:
+    print(heading)
+  print(format_table(rows, numbers, width, texts))
+  if legend:
+    print("\n" + ("\n".join(textwrap.wrap(legend, max(width, 40)))
+                  if width else legend))
 
 
 def parse_ratings(text: str) -> List[Tuple[str, Optional[float]]]:
@@ -143,6 +167,10 @@ def recommend_main(argv) -> None:
   pairs = parse_ratings(FLAGS.ratings)
   inputs = catalog_lib.request_inputs(demo) if has_demo else None
   recommender_lib.check_k(FLAGS.k)
+  split = run_config.split(FLAGS.runs, FLAGS.split)
+  start = time.time()
+  _progress(f"loading the exports under {FLAGS.runs} (split "
+            f"{split or 'not recorded'}, history {FLAGS.history}) ...")
   catalog = catalog_lib.load_catalog(
       os.path.join(FLAGS.runs, "sources", "export", "sources",
                    catalog_lib.CATALOG_FILE), FLAGS.history)
@@ -151,30 +179,37 @@ def recommend_main(argv) -> None:
   if has_ratings and not ratings and inputs is None:
     raise errors.ConfigError("--ratings is empty: pass movie ids, or --age "
                              "--gender --occupation --zip")
-  known = FLAGS.user_id is not None and (
-      FLAGS.user_id.strip() in catalog.user_row)
-  if FLAGS.user_id is not None and not known and not has_demo:
+  user_id = None if FLAGS.user_id is None else FLAGS.user_id.strip()
+  known = user_id is not None and user_id in catalog.user_row
+  if user_id is not None and not known and not has_demo:
     raise errors.RequestError(
         f"unknown user id {FLAGS.user_id!r} (not in the users table); "
         "pass --age --gender --occupation --zip to recommend for a new "
         "user")
   rec = recommender_lib.Recommender.from_runs(
       FLAGS.runs, catalog, num_candidates=FLAGS.num_candidates)
+  _progress(f"loaded in {time.time() - start:.1f} s")
   if known:
-    rows = rec.recommend(FLAGS.user_id, FLAGS.k)
+    rows = rec.recommend(user_id, FLAGS.k)
+    user = catalog.user(user_id) or {}
+    who = recommender_lib.describe_demographics(user)
+    heading = (f"Top {len(rows)} for user {user_id} ({who}, "
+               f"{catalog.num_ratings(user_id)} rated movies)")
   elif has_ratings:
     rows = rec.recommend_for_ratings(ratings, inputs, k=FLAGS.k)
+    who = recommender_lib.describe_demographics(inputs)
+    heading = (f"Top {len(rows)} for a new user with {len(ratings)} "
+               f"ratings" + (f" ({who})" if who else ""))
   else:
     rows = rec.recommend_for_inputs(inputs, k=FLAGS.k)
-  numbers = ("predicted_rating", "score", "retrieval_score")
-  if FLAGS.json:
-    _print(rows, numbers)
-    return
-  lines = format_table(rows, numbers).splitlines()
-  width = max(len(line) for line in lines)
-  print("\n".join(
-      (line.ljust(width) + "  " + text).rstrip() for line, text in zip(
-          lines, ["why"] + [_why(r) or "-" for r in rows])))
+    heading = (f"Top {len(rows)} for a new user: "
+               f"{recommender_lib.describe_demographics(inputs)}")
+  if not FLAGS.json:
+    for r in rows:
+      r["why"] = _why(r) or "-"
+  _print(rows, ("predicted_rating", "score", "retrieval_score"),
+         ("why",) if not FLAGS.json else (), heading,
+         _legend(FLAGS.runs))
 
 
 def _why(row) -> str:
@@ -197,6 +232,12 @@ def similar_main(argv) -> None:
   recommender_lib.check_k(FLAGS.k)
   catalog = catalog_lib.load_catalog(os.path.join(
       FLAGS.runs, "sources", "export", "sources", catalog_lib.CATALOG_FILE))
+  movie_id = FLAGS.movie_id.strip()
   rows = recommender_lib.SimilarMovies(path, catalog).similar(
-      FLAGS.movie_id, FLAGS.k, FLAGS.metric)
-  _print(rows, ("similarity",))
+      movie_id, FLAGS.k, FLAGS.metric)
+  movie = catalog_lib.movie_row(catalog, movie_id)
+  about = f"{movie_id}: {movie.get('title')}" + (
+      f" ({movie['year']})" if movie.get("year") else "")
+  _print(rows, ("similarity",),
+         heading=f"Movies most similar to {about}, by {FLAGS.metric} "
+         "similarity of the two-tower movie embeddings")

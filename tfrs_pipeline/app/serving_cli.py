@@ -2,6 +2,9 @@
 serving the exports under `--runs` (`make train`).
 
     tfrs-pipeline serve --runs=runs --port=8000 [--history=all|train]
+
+Flags: `flag_specs.serve`. The train/test split (what `--history train`
+drops) is the runs' own (`run_config.split`).
 """
 
 import logging
@@ -11,26 +14,20 @@ import uvicorn
 
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 
-from tfrs_pipeline.app import recommend_cli  # noqa: F401  (--runs, --history, --num_candidates)
+from tfrs_pipeline.app import run_config
 from tfrs_pipeline.app import serving
 
-FLAGS = flags.FLAGS
-
-for _kind, _name, _default, _doc in (
-    ("integer", "port", 8000, "HTTP port."),
-    ("string", "host", "127.0.0.1", "Interface to bind (0.0.0.0: all)."),
-    ("integer", "max_body_bytes", serving.MAX_BODY_BYTES,
-     "Larger request bodies get 413."),
-    ("string", "log_level", "info", "uvicorn log level."),
-):
-  if _name not in FLAGS:
-    getattr(flags, f"DEFINE_{_kind}")(_name, _default, _doc)
+FLAGS = flags.FLAGS  # defined by flag_specs (serve)
 
 
 def main(argv) -> None:
   del argv
   logging.basicConfig(level=logging.INFO,
                       format="%(asctime)s %(name)s %(message)s")
+  split = run_config.split(FLAGS.runs, FLAGS.split)  # never from a flag
+  logging.getLogger("tfrs_pipeline.app.serving").info(
+      "serving the runs under %s (split %s, history %s)", FLAGS.runs,
+      split or "not recorded", FLAGS.history)
   app = serving.create_app(
       serving.runs_loader(FLAGS.runs, FLAGS.history, FLAGS.num_candidates),
       FLAGS.max_body_bytes)

@@ -30,20 +30,11 @@ from tfrs_pipeline import errors, pipeline
 from tfrs_pipeline.app import cascade
 from tfrs_pipeline.app import flags as common
 
-FLAGS = flags.FLAGS
+FLAGS = flags.FLAGS  # defined by flag_specs (train_retrieval, ...)
 
 
 def _cascade_config() -> cascade.CascadeConfig:
   return common.config_from_flags(cascade.CascadeConfig)
-
-
-def define_retrieval_flags():
-  """Flags of `train retrieval` (RetrievalConfig)."""
-  if "run_dir" not in FLAGS:
-    flags.DEFINE_string("run_dir", "runs/retrieval", "Run directory.")
-  common.define_config_flags(RetrievalConfig,
-                             "RetrievalConfig.{name} (retrieval/model.py).",
-                             module_name=__name__)
 
 
 def retrieval_main(argv) -> None:
@@ -51,29 +42,6 @@ def retrieval_main(argv) -> None:
   config = common.config_from_flags(RetrievalConfig)
   retrieval_train.train_and_evaluate(config, common.data_config(),
                                      FLAGS.run_dir)
-
-
-def define_flags():
-  """Flags of the two-stage commands (RankingConfig + CascadeConfig)."""
-  if "run_dir" not in FLAGS:
-    flags.DEFINE_string("run_dir", "runs/ranking", "Run directory.")
-  common.define_config_flags(
-      RankingConfig, "RankingConfig.{name} (see ranking/model.py).",
-      skip=("seed",), enums={"model": ("dcn", "mmoe")},
-      module_name=__name__)
-  common.define_config_flags(
-      cascade.CascadeConfig,
-      "CascadeConfig.{name} (tfrs_pipeline/app/cascade.py).",
-      skip=("seed",), module_name=__name__)
-  if "retrieval_run" not in FLAGS:
-    flags.DEFINE_string("retrieval_run", "runs/retrieval",
-                        "Retrieval run whose export is the two-tower "
-                        "source (train ranking).")
-  if "sources_run" not in FLAGS:
-    flags.DEFINE_string("sources_run", "runs/sources",
-                        "Run directory of `train sources`.")
-  if "runs" not in FLAGS:
-    flags.DEFINE_string("runs", "runs", "Directory of the runs (train all).")
 
 
 def _export_dir(retrieval_run: str) -> str:
