@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from test_recommend import _CACHE, small_runs  # noqa: F401  pylint: disable=unused-import
-from tfrs_pipeline.app import e2e
+from tfrs_pipeline.app import e2e, recommender, serving
 
 
 def server_value(small_runs_):  # pylint: disable=redefined-outer-name
@@ -82,7 +82,30 @@ def test_openapi_and_docs(client):  # pylint: disable=redefined-outer-name
   schemas = spec["components"]["schemas"]
   assert "NewUser" in schemas and "RatingIn" in schemas
   assert "ratings" in schemas["NewUser"]["properties"]
-  assert "swagger" in client.get("/docs").text.lower()
+
+
+def test_docs_assets_local(client):  # pylint: disable=redefined-outer-name
+  """/docs loads Swagger UI from this server (swagger-ui-bundle), not a
+  CDN; /redoc (a CDN page) is off."""
+  r = client.get("/docs")
+  assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+  html = r.text
+  assert "http://" not in html and "https://" not in html, html
+  js = f"{serving.DOCS_ASSETS}/swagger-ui-bundle.js"
+  css = f"{serving.DOCS_ASSETS}/swagger-ui.css"
+  assert f'src="{js}"' in html and f'href="{css}"' in html
+  assert "url: '/openapi.json'" in html
+  for path, kind in ((js, "javascript"), (css, "text/css"),
+                     (f"{serving.DOCS_ASSETS}/favicon-32x32.png", "image/png")):
+    asset = client.get(path)
+    assert asset.status_code == 200 and kind in asset.headers[
+        "content-type"], (path, asset.headers)
+  bundle = client.get(js).text
+  assert "SwaggerUIBundle" in bundle and len(bundle) > 500_000
+  # FastAPI writes OpenAPI 3.1, which Swagger UI renders from version 5
+  # on (test_browser.py renders it).
+  assert client.get("/openapi.json").json()["openapi"].startswith("3.1")
+  assert client.get("/redoc").status_code == 404
 
 
 def test_recommend_get(client):  # pylint: disable=redefined-outer-name
@@ -95,6 +118,53 @@ def test_recommend_get(client):  # pylint: disable=redefined-outer-name
   rated = {x["movie_id"] for x in client.get(
       "/users/7/ratings", params={"limit": 500}).json()["ratings"]}
   assert rated and not rated & {x["movie_id"] for x in items}
+
+
+def test_recommend_k_returned(client):  # pylint: disable=redefined-outer-name
+  """The answer echoes k, says how many came back and, when fewer, why."""
+  r = client.get("/recommend", params={"user_id": "7", "k": 5})
+  body = r.json()
+  assert body["k"] == 5 and body["returned"] == len(body["items"]) == 5
+  assert body["k_note"] is None
+  # The small runs' sources bring at most 20 + 20 + 10 + 10 movies:
+  # k=100 is cut, and the answer says so.
+  for r in (client.get("/recommend", params={"user_id": "7", "k": 100}),
+            client.post("/recommend", json={"user_id": "7", "k": 100}),
+            client.post("/recommend", json={"ratings": _RATED, "k": 100}),
+            client.post("/recommend", json={
+                "age": 30, "gender": "F", "occupation": "writer",
+                "zip": "94110", "k": 100})):
+    assert r.status_code == 200, r.text
+    body = r.json()
+    n = len(body["items"])
+    assert body["k"] == 100 and body["returned"] == n and 0 < n < 100
+    assert body["k_note"] == (
+        f"{n} of 100: the candidate sources brought only {n} movies not "
+        "yet rated (at most two_tower 20, ease 20, ease_liked 10, "
+        "popularity 10)"), body["k_note"]
+    assert [x["rank"] for x in body["items"]] == list(range(1, n + 1))
+  r = client.post("/recommend", json={"ratings": _RATED, "k": n})
+  assert r.json()["returned"] == n and r.json()["k_note"] is None
+
+
+def test_k_note():
+  assert recommender.k_note(10, 10, 100) is None
+  assert recommender.k_note(5, 7, 100) is None
+  # The ranker's list is full: k above the served list size.
+  assert recommender.k_note(100, 40, 40, {"ease": 20}) == (
+      "40 of 100: the ranker orders the 40 merged candidates of the "
+      "sources per request (serve --num_candidates to rank more)")
+  assert recommender.k_note(30, 12, 40, {"ease": 20, "popularity": 5}) == (
+      "12 of 30: the candidate sources brought only 12 movies not yet "
+      "rated (at most ease 20, popularity 5)")
+
+
+def test_movie_by_id(client):  # pylint: disable=redefined-outer-name
+  r = client.get("/movies/2")
+  assert r.status_code == 200, r.text
+  body = r.json()
+  assert body["movie_id"] == "2" and body["title"] == "Toy Story"
+  assert {"year", "genres", "director", "star"} <= set(body)
 
 
 def test_recommend_post(client):  # pylint: disable=redefined-outer-name
@@ -239,6 +309,7 @@ def test_similar_and_ratings(client):  # pylint: disable=redefined-outer-name
      "unknown movie id"),
     ("get", "/similar", {"params": {"movie_id": "1", "k": 1000}}, 422, "k"),
     ("get", "/users/424242/ratings", {}, 404, "unknown user id"),
+    ("get", "/movies/99999", {}, 404, "unknown movie id '99999'"),
     ("get", "/users/7/ratings", {"params": {"limit": 0}}, 422, "limit"),
     ("post", "/recommend", {"content": b"{not json",
                             "headers": {"content-type": "application/json"}},

@@ -224,6 +224,11 @@ class Recommender:
         history=[m for m, _ in ratings], ratings=[r for _, r in ratings],
         demographics=dict(demographics or {})), k)
 
+  def k_note(self, k: int, returned: int) -> Optional[str]:
+    """Why a request for `k` rows got `returned` (None when it got k)."""
+    size = min(self.config.list_size, len(self.catalogue))
+    return k_note(k, returned, size, self.config.counts())
+
   def warm_up(self) -> float:
     """One known-user, one new-user and one ratings request, so the
     first real requests do not pay for TensorFlow's one-time graph
@@ -265,6 +270,24 @@ def describe_demographics(d: Optional[Mapping[str, object]]) -> str:
 
 _AGE_LABELS = {"1": "under 18", "18": "18-24", "25": "25-34", "35": "35-44",
                "45": "45-49", "50": "50-55", "56": "56+"}
+
+
+def k_note(k: int, returned: int, list_size: int,
+           counts: Optional[Mapping[str, int]] = None) -> Optional[str]:
+  """Why `returned` < `k` rows came back, None when all k did: the ranker
+  orders at most `list_size` merged candidates per request
+  (`CascadeGraph.recommend`), and the sources (at most `counts[source]`
+  movies each) may bring fewer movies the user has not rated."""
+  if returned >= k:
+    return None
+  if returned >= list_size:
+    return (f"{returned} of {k}: the ranker orders the {list_size} merged "
+            "candidates of the sources per request (serve "
+            "--num_candidates to rank more)")
+  each = ", ".join(f"{s} {n}" for s, n in (counts or {}).items())
+  return (f"{returned} of {k}: the candidate sources brought only "
+          f"{returned} movies not yet rated"
+          + (f" (at most {each})" if each else ""))
 
 
 def check_k(k) -> None:

@@ -12,10 +12,15 @@
     GET  /health                      503 while loading, then 200 + info
     GET  /meta                        allowed values and example user ids
     GET  /                            web page (static/, no internet needed)
-    GET  /docs, /openapi.json         OpenAPI
+    GET  /movies/{id}                 one movie (the page's linked ratings)
+    GET  /docs, /openapi.json         OpenAPI (Swagger UI served from the
+                                       swagger-ui-bundle package: offline)
 
 Models and tables load in a background thread started by the lifespan
 hook, so the port opens at once and `/health` says when it is ready.
+The recommendation routes echo the `k` asked and say how many items came
+back (`returned`); when fewer, `k_note` says why (`recommender.k_note`:
+the ranker orders a fixed number of merged candidates per request).
 Errors are JSON `{"error": "..."}`: 400 (malformed JSON), 404 (unknown
 id: user, or movie in `/similar` or in a new user's `ratings`), 413 (body
 over `max_body_bytes`), 422 (invalid values), 503 (not ready).
@@ -39,8 +44,10 @@ import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import fastapi
 from fastapi import exceptions as fastapi_exceptions
 from fastapi import responses, staticfiles
+from fastapi.openapi import docs as openapi_docs
 import pydantic
 from starlette import exceptions as starlette_exceptions
+import swagger_ui_bundle
 
 from tfrs_pipeline import features
 from tfrs_pipeline.app import catalog, recommender
@@ -50,6 +57,7 @@ STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
 MAX_BODY_BYTES = 64 * 1024
 MAX_K = 100
 MAX_RATINGS = 500
+DOCS_ASSETS = "/docs-assets"  # Swagger UI's files (swagger-ui-bundle)
 log = logging.getLogger("tfrs_pipeline.app.serving")
 
 
@@ -180,7 +188,8 @@ def create_app(load: Callable[[State], object],
       title="tfrs-pipeline recommender",
       description="Two-stage movie recommendations (TFRS retrieval + "
       "ranking) on MovieLens-1M with director and star.",
-      version=tfrs_pipeline.__version__, lifespan=lifespan)
+      version=tfrs_pipeline.__version__, lifespan=lifespan,
+      docs_url=None, redoc_url=None)  # /docs below: no CDN
   app.state.recs = state
   app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
   app.add_exception_handler(starlette_exceptions.HTTPException, _http_error)
@@ -191,6 +200,8 @@ def create_app(load: Callable[[State], object],
   app.include_router(router)
   app.mount("/static", staticfiles.StaticFiles(directory=STATIC_DIR),
             name="static")
+  app.mount(DOCS_ASSETS, staticfiles.StaticFiles(
+      directory=str(swagger_ui_bundle.swagger_ui_path)), name="docs-assets")
   return app
 
 
@@ -270,11 +281,17 @@ def meta(rec=Ready):
           "max_ratings": MAX_RATINGS}
 
 
+def _answer(rec, k: int, items: list, **fields) -> responses.JSONResponse:
+  """A recommendation answer: the fields, `k` as asked, `returned` (the
+  number of items) and `k_note` (why fewer than k; null otherwise)."""
+  return _json({**fields, "k": k, "returned": len(items),
+                "k_note": rec.k_note(k, len(items)), "items": items})
+
+
 @router.get("/recommend", summary="Top-k movies for a known user")
 def recommend_get(user_id: str = fastapi.Query(..., max_length=32),
                   k: int = fastapi.Query(10, ge=1, le=MAX_K), rec=Ready):
-  return _json({"user_id": user_id, "k": k,
-                "items": rec.recommend(user_id, k)})
+  return _answer(rec, k, rec.recommend(user_id, k), user_id=user_id)
 
 
 @router.post("/recommend", summary="Top-k movies for a known or new user")
@@ -289,23 +306,21 @@ def recommend_post(body: NewUser, rec=Ready):
     inputs = None if no_demo else catalog.request_inputs(demo)
     ratings = catalog.validate_ratings(
         [r.model_dump() for r in body.ratings], rec.catalog, MAX_RATINGS)
-    return _json({"user_id": None, "k": body.k,
-                  "ratings_used": len(ratings), "cold_start": inputs,
-                  "cold_start_text": recommender.describe_demographics(
-                      inputs) or None,
-                  "items": rec.recommend_for_ratings(ratings, inputs,
-                                                     body.k)})
+    return _answer(rec, body.k, rec.recommend_for_ratings(
+        ratings, inputs, body.k), user_id=None, ratings_used=len(ratings),
+        cold_start=inputs,
+        cold_start_text=recommender.describe_demographics(inputs) or None)
   if body.user_id and no_demo:
-    return _json({"user_id": body.user_id, "k": body.k,
-                  "items": rec.recommend(body.user_id, body.k)})
+    return _answer(rec, body.k, rec.recommend(body.user_id, body.k),
+                   user_id=body.user_id)
   if body.user_id and body.user_id in rec.catalog.user_row:
     raise catalog.InvalidRequestError(
         f"user {body.user_id!r} is known: send user_id or demographics, "
         "not both")
   inputs = catalog.request_inputs(demo)
-  return _json({"user_id": None, "k": body.k, "cold_start": inputs,
-                "cold_start_text": recommender.describe_demographics(inputs),
-                "items": rec.recommend_for_inputs(inputs, body.k)})
+  return _answer(rec, body.k, rec.recommend_for_inputs(inputs, body.k),
+                 user_id=None, cold_start=inputs,
+                 cold_start_text=recommender.describe_demographics(inputs))
 
 
 @router.get("/movies", summary="Movies whose title contains q")
@@ -314,6 +329,13 @@ def movies(q: str = fastapi.Query(..., max_length=100,
                                   "accents and punctuation ignored"),
            limit: int = fastapi.Query(10, ge=1, le=50), rec=Ready):
   return {"query": q, "items": rec.catalog.search(q, limit)}
+
+
+@router.get("/movies/{movie_id}", summary="One movie")
+def movie(movie_id: str = fastapi.Path(..., max_length=32), rec=Ready):
+  if movie_id not in rec.catalog.movie_row:
+    raise catalog.UnknownMovieError(f"unknown movie id {movie_id!r}")
+  return catalog.movie_row(rec.catalog, movie_id)
 
 
 @router.get("/similar", summary="Movies nearest to a movie")
@@ -330,6 +352,17 @@ def ratings(user_id: str = fastapi.Path(..., max_length=32),
     raise catalog.UnknownUserError(f"unknown user id {user_id!r}")
   return {"user": user, "num_ratings": rec.catalog.num_ratings(user_id),
           "ratings": rec.catalog.recent_ratings(user_id, limit)}
+
+
+@router.get("/docs", include_in_schema=False)
+def docs(request: fastapi.Request):
+  """Swagger UI from the package's files (FastAPI's default loads them
+  from a CDN: a blank page offline)."""
+  return openapi_docs.get_swagger_ui_html(
+      openapi_url=request.app.openapi_url, title=request.app.title + " - API",
+      swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+      swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+      swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
 
 
 @router.get("/", include_in_schema=False)

@@ -27,10 +27,39 @@ function genresCell(row, genres) {
   row.appendChild(td);
 }
 
+// The error box sits inside the recommendations card, under its title:
+// showing it moves no card.
 function showError(message) {
   const box = $("error");
   box.textContent = message || "";
   box.hidden = !message;
+}
+
+// A failed recommendation request: the error, and no stale results (the
+// right-hand table too when it showed the failed user's ratings).
+function failRecs(message, clearRatings) {
+  clearRecs("No recommendations: see the error above.");
+  if (clearRatings) renderRatings(null, "No user selected.");
+  showError(message);
+}
+
+// While a request is on its way the shown results are marked stale.
+function setLoading(on) {
+  $("results").classList.toggle("loading", on);
+  $("results").setAttribute("aria-busy", on ? "true" : "false");
+}
+
+// The page's state in the address bar (history.replaceState), so results
+// can be linked: ?user_id=42&k=10, or ?rated=2:5,11:4&age=30&gender=F&
+// occupation=writer&zip=94110&k=10 for a new user (rated: movie:stars,
+// most recent first).
+function saveUrl(params) {
+  const q = new URLSearchParams();
+  for (const [name, value] of Object.entries(params)) {
+    if (value !== null && value !== undefined && value !== "") q.set(name, value);
+  }
+  q.set("k", $("k").value);
+  history.replaceState(null, "", `${location.pathname}?${q}`);
 }
 
 // Display names of the candidate sources (others: "_" -> "-").
@@ -64,8 +93,11 @@ let recsRequest = 0;
 // What the "How many" select re-runs when it changes.
 let lastRequest = null;
 
-function renderRecs(items, title) {
+function renderRecs(items, title, note) {
+  setLoading(false);
   $("recs-title").textContent = title;
+  $("k-note").textContent = note || "";
+  $("k-note").hidden = !note;
   const table = $("recs");
   table.dataset.updates = String(Number(table.dataset.updates || 0) + 1);
   const tbody = document.querySelector("#recs tbody");
@@ -77,9 +109,11 @@ function renderRecs(items, title) {
     cell(tr, item.title, "title");
     cell(tr, item.year, "num");
     genresCell(tr, item.genres);
-    cell(tr, item.director, "director");
-    cell(tr, item.star, "star");
-    cell(tr, item.predicted_rating.toFixed(2), "num");
+    // Labels: shown before the values when a narrow screen stacks the rows.
+    cell(tr, item.director, "director").dataset.label = "Director";
+    cell(tr, item.star, "star").dataset.label = "Star";
+    cell(tr, item.score.toFixed(2), "num score").dataset.label = "Score";
+    cell(tr, item.predicted_rating.toFixed(2), "num pred").dataset.label = "Pred.";
     cell(tr, whyText(item), "why");
     tbody.appendChild(tr);
   }
@@ -89,13 +123,15 @@ function renderRecs(items, title) {
 
 function clearRecs(hint) {
   recsRequest++;  // drops answers still on their way
+  setLoading(false);
   $("recs-title").textContent = "Recommendations";
+  $("k-note").hidden = true;
   document.querySelector("#recs tbody").replaceChildren();
   $("recs-empty").hidden = false;
   $("recs-empty").textContent = hint;
 }
 
-function renderRatings(data) {
+function renderRatings(data, emptyHint) {
   const u = data ? data.user : null;
   $("ratings-title").textContent = u
     ? `Recent ratings of user ${u.user_id} (${data.num_ratings} in all)`
@@ -107,15 +143,16 @@ function renderRatings(data) {
     const tr = document.createElement("tr");
     cell(tr, r.title, "title");
     cell(tr, r.year, "num");
-    cell(tr, r.director, "director");
-    cell(tr, r.star, "star");
+    cell(tr, r.director, "director").dataset.label = "Director";
+    cell(tr, r.star, "star").dataset.label = "Star";
     cell(tr, r.rating === null ? null : starsText(r.rating), "stars");
     cell(tr, r.timestamp ? new Date(r.timestamp * 1000).toISOString().slice(0, 10) : null,
       "date");
     tbody.appendChild(tr);
   }
   $("ratings-empty").hidden = rows.length > 0;
-  $("ratings-empty").textContent = data ? "No ratings." : "New user: no ratings.";
+  $("ratings-empty").textContent = emptyHint
+    || (data ? "No ratings." : "New user: no ratings.");
 }
 
 async function recommendUser(userId) {
@@ -123,16 +160,18 @@ async function recommendUser(userId) {
   lastRequest = () => recommendUser(userId);
   const request = ++recsRequest;
   const k = $("k").value;
+  saveUrl({user_id: userId});
+  setLoading(true);
   try {
     const [recs, ratings] = await Promise.all([
       api(`/recommend?user_id=${encodeURIComponent(userId)}&k=${k}`),
       api(`/users/${encodeURIComponent(userId)}/ratings?limit=10`),
     ]);
     if (request !== recsRequest) return;
-    renderRecs(recs.items, `Recommendations for user ${userId}`);
+    renderRecs(recs.items, `Recommendations for user ${userId}`, recs.k_note);
     renderRatings(ratings);
   } catch (e) {
-    if (request === recsRequest) showError(e.message);
+    if (request === recsRequest) failRecs(e.message, true);
   }
 }
 
@@ -270,6 +309,11 @@ async function recommendNewUser() {
   showError("");
   lastRequest = recommendNewUser;
   const demo = demographics();
+  saveUrl({
+    rated: liked.map((m) => `${m.movie_id}:${m.rating}`).join(","),
+    age: $("age").value.trim(), gender: $("gender").value,
+    occupation: $("occupation").value, zip: $("zip").value.trim(),
+  });
   if (!liked.length && !demo) {
     clearRecs("Add movies you like or fill in your details.");
     renderNewUserRatings();
@@ -280,6 +324,7 @@ async function recommendNewUser() {
     body.ratings = liked.map((m) => ({movie_id: m.movie_id, rating: m.rating}));
   }
   const request = ++recsRequest;
+  setLoading(true);
   try {
     const recs = await api("/recommend", {
       method: "POST", headers: {"Content-Type": "application/json"},
@@ -292,10 +337,10 @@ async function recommendNewUser() {
     const likes = `${n} movie${n === 1 ? "" : "s"} you like`;
     renderRecs(recs.items, n
       ? `Recommendations from ${likes}` + (c ? ` (${who})` : "")
-      : `Recommendations for a new user (${who})`);
+      : `Recommendations for a new user (${who})`, recs.k_note);
     renderNewUserRatings();
   } catch (e) {
-    if (request === recsRequest) showError(e.message);
+    if (request === recsRequest) failRecs(e.message, false);
   }
 }
 
@@ -306,6 +351,62 @@ function renderNewUserRatings() {
     ratings: liked.map((m) => ({...m, timestamp: null})),
   });
   $("ratings-title").textContent = "Movies you like";
+}
+
+// Restores the state of a linked address (see `saveUrl`) and runs its
+// request; a value the page cannot take is named in the error box.
+async function restoreFromUrl(maxK) {
+  const q = new URLSearchParams(location.search);
+  const problems = [];
+  if (q.has("k")) {
+    const k = q.get("k");
+    if (/^[0-9]+$/.test(k) && Number(k) >= 1 && Number(k) <= maxK) {
+      if (![...$("k").options].some((o) => o.value === String(Number(k)))) {
+        const opt = document.createElement("option");
+        opt.textContent = String(Number(k));
+        $("k").appendChild(opt);
+      }
+      $("k").value = String(Number(k));
+    } else {
+      problems.push(`k must be an integer in 1..${maxK}, got "${k}"`);
+    }
+  }
+  const userId = (q.get("user_id") || "").trim();
+  if (userId) {
+    $("user-id").value = userId;
+    if (problems.length) { showError(`Link: ${problems.join("; ")}`); return; }
+    await recommendUser(userId);
+    return;
+  }
+  let any = false;
+  for (const name of ["age", "gender", "occupation", "zip"]) {
+    if (!q.has(name)) continue;
+    any = true;
+    const field = $(name);
+    field.value = q.get(name);
+    if (field.value !== q.get(name)) problems.push(`${name} "${q.get(name)}" is not one of the choices`);
+  }
+  const rated = (q.get("rated") || "").split(",").filter((x) => x.trim());
+  const parsed = [];
+  for (const part of rated) {
+    const m = /^\s*([^:\s]+)\s*(?::\s*([1-5])\s*)?$/.exec(part);
+    if (m) parsed.push({movie_id: m[1], rating: m[2] ? Number(m[2]) : 5});
+    else problems.push(`rated: "${part}" is not movie_id:stars (1-5)`);
+  }
+  const found = await Promise.allSettled(parsed.map(
+    (p) => api(`/movies/${encodeURIComponent(p.movie_id)}`)));
+  found.forEach((r, i) => {
+    if (r.status === "fulfilled") {
+      if (!liked.some((m) => m.movie_id === r.value.movie_id)) {
+        liked.push({...r.value, rating: parsed[i].rating});
+      }
+    } else {
+      problems.push(`rated: ${r.reason.message}`);
+    }
+  });
+  renderLiked();
+  if (problems.length) { showError(`Link: ${problems.join("; ")}`); return; }
+  if (any || liked.length) await recommendNewUser();
 }
 
 async function waitReady() {
@@ -357,7 +458,9 @@ async function init() {
   document.addEventListener("click", (e) => {
     if (!e.target.closest(".search")) hideResults();
   });
-  $("k").addEventListener("change", () => { if (lastRequest) lastRequest(); });
+  $("k").addEventListener("change", () => {
+    if (lastRequest) lastRequest(); else saveUrl({});
+  });
   renderLiked();
   await waitReady();
   try {
@@ -378,6 +481,7 @@ async function init() {
       });
       $("examples").appendChild(b);
     }
+    await restoreFromUrl(meta.max_k);
   } catch (e) {
     showError(e.message);
   }
