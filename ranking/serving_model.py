@@ -1,11 +1,12 @@
 """The exported ranking SavedModel: (user id, movie id) -> rating and score.
 
-`export_model(...)` writes RUN/export/ranking/ atomically
-(`export.save_atomic`). Loading needs only TensorFlow:
+`export_model(...)` publishes a new version V of RUN/export holding
+ranking/ (`export_layout.new_version`: one rename, never half-written).
+Loading needs only TensorFlow:
 
 ```python
 import tensorflow as tf
-m = tf.saved_model.load("runs/ranking/export/ranking")
+m = tf.saved_model.load("runs/ranking/export/1/ranking")  # V = 1
 out = m.signatures["serving_default"](user_id=tf.constant(["42", "42"]),
                                       movie_id=tf.constant(["1", "2"]))
 out["rating"]  # float32 [B], predicted rating in [1, 5]
@@ -45,14 +46,14 @@ rating (`score="rating"`).
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Mapping, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import tensorflow as tf
 
-from tfrs_pipeline import export, features
+from tfrs_pipeline import export, export_layout, features
 
 EXPORT_NAME = "ranking"
 OUTPUTS_DCN = ("rating", "score")
@@ -152,11 +153,18 @@ def list_inputs(ranking_inputs: Sequence[features.Input]
 
 def export_model(model: tf.keras.Model, users: Mapping[str, np.ndarray],
                  movies: Mapping[str, np.ndarray], default_timestamp: int,
-                 export_dir: str, log=print) -> str:
-  """Writes EXPORT_DIR/ranking (SavedModel, atomically); returns its path."""
+                 export_dir: str, log=print,
+                 also: Optional[Callable[[str], None]] = None) -> str:
+  """Publishes a new version of EXPORT_DIR (RUN/export) holding
+  ranking/ (SavedModel); `also(directory)` writes more files into the
+  same version before it is published. Returns the SavedModel's path."""
   server = RankingServer(model, users, movies, default_timestamp)
-  return export.save_atomic(
-      server, os.path.join(export_dir, EXPORT_NAME),
-      signatures={"serving_default": server.serving_default,
-                  "serve_features": server.serve_features,
-                  "rank_lists": server.rank_lists}, log=log)
+  with export_layout.new_version(export_dir, "ranking", log=log) as v:
+    path = export.save_model(
+        server, os.path.join(v.tmp, EXPORT_NAME),
+        signatures={"serving_default": server.serving_default,
+                    "serve_features": server.serve_features,
+                    "rank_lists": server.rank_lists}, log=log)
+    if also is not None:
+      also(v.tmp)
+  return v.final(path)

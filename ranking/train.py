@@ -12,7 +12,8 @@ writes into RUN:
     RUN/checkpoints/         best weights so far (Keras TF checkpoint)
     RUN/interactions.png     DCN-v2 cross-weight heatmap
     RUN/gates.png            MMoE gate utilization (mmoe only)
-    RUN/export/ranking/      SavedModel (`serving_model`)
+    RUN/export/V/ranking/    SavedModel (`serving_model`), a new version
+                             V per export (`export_layout`)
 
 Public API: `train_and_evaluate(config, data_config, run_dir, log)` and
 `main(argv)`.
@@ -603,7 +604,9 @@ def fit_lists(config: RankingConfig, lists: Lists, context: ListContext,
 
 
 def export_lists_model(model: tf.keras.Model, context: ListContext,
-                       run: runs.RunDir, log=print) -> str:
+                       run: runs.RunDir, log=print, also=None) -> str:
+  """A new version of RUN/export with the list ranker (and what
+  `also(directory)` writes into it); returns the SavedModel's path."""
   return serving_model.export_model(model, context.users, context.movies,
                                     context.latest_timestamp, run.export,
-                                    log=log)
+                                    log=log, also=also)

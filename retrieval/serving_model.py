@@ -1,17 +1,19 @@
 """The exported retrieval SavedModels: user id -> top-K movies.
 
-`export_model(...)` writes (each atomically, `export.save_atomic`)
+`export_model(...)` publishes one new version V of RUN/export
+(`export_layout.new_version`: written under a temporary name, published
+by one rename, so the SavedModels and the candidates always match):
 
-    RUN/export/retrieval/   SavedModel, top-K by ScaNN
+    RUN/export/V/retrieval/   SavedModel, top-K by ScaNN
                             (`export.SCANN_SAVE_OPTIONS`)
-    RUN/export/tfserving/retrieval/1/   SavedModel, the same signatures
+    RUN/export/V/tfserving/retrieval/1/   SavedModel, the same signatures
                             with an exact top-K in stock TensorFlow ops
                             (matmul + top_k, `index.build_brute_force`),
                             for stock TensorFlow Serving (model base path
-                            RUN/export/tfserving/retrieval, version 1);
+                            RUN/export/V/tfserving/retrieval, version 1);
                             saved with `STOCK_OPS_SAVE_OPTIONS`, which
                             refuses any custom-op namespace
-    RUN/export/candidates.npz   movie_ids [N] (str), embeddings [N, D]
+    RUN/export/V/candidates.npz   movie_ids [N] (str), embeddings [N, D]
 
 TensorFlow Serving has no ScaNN ops, so it cannot load the first one;
 the second loads anywhere TensorFlow does (no `import scann`). At the
@@ -24,7 +26,7 @@ ops); `tfrs_pipeline` does not have to be importable:
 ```python
 import scann  # noqa: F401
 import tensorflow as tf
-m = tf.saved_model.load("runs/retrieval/export/retrieval")
+m = tf.saved_model.load("runs/retrieval/export/1/retrieval")  # V = 1
 out = m.signatures["serving_default"](user_id=tf.constant(["42"]))
 out["movie_ids"]  # string [B, K], best first
 out["scores"]     # float32 [B, K]
@@ -66,7 +68,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from retrieval import index
-from tfrs_pipeline import export, features, runs
+from tfrs_pipeline import export, export_layout, features, runs
 
 # Saving with an empty whitelist refuses every custom-op namespace
 # (`Scann>...`, ...); `namespace_whitelist=None`, the default, allows all.
@@ -151,42 +153,42 @@ def export_model(query_model: tf.keras.Model, users: Mapping[str, np.ndarray],
                  default_timestamp: int, export_dir: str, top_k: int = 100,
                  index_config: Optional[index.IndexConfig] = None,
                  log=print) -> Dict[str, Any]:
-  """Writes EXPORT_DIR/retrieval (ScaNN SavedModel),
-  EXPORT_DIR/tfserving/retrieval/1 (brute-force SavedModel, stock ops)
-  and EXPORT_DIR/candidates.npz.
+  """Publishes a new version V of EXPORT_DIR (RUN/export) holding
+  retrieval/ (ScaNN SavedModel), tfserving/retrieval/1/ (brute-force
+  SavedModel, stock ops) and candidates.npz.
 
   Returns {"saved_model": path, "tfserving": path, "candidates": path,
-  "k": K, "tfserving_seconds": time the second export took}.
+  "version": V, "k": K, "tfserving_seconds": time the second export
+  took}.
   """
   movie_ids = np.asarray(movie_ids).astype(str)
   movie_embeddings = np.asarray(movie_embeddings, np.float32)
   config = index_config or index.movie_index_config(len(movie_ids), top_k)
   k = int(config.k)
-  server = RetrievalServer(
-      query_model, users,
-      index.build_scann(None, movie_ids, movie_embeddings, config), k,
-      default_timestamp)
-  path = export.save_atomic(
-      server, os.path.join(export_dir, "retrieval"),
-      signatures=server.signature_map(),
-      options=export.SCANN_SAVE_OPTIONS, log=log)
-  with runs.Timer() as timer:
-    stock = RetrievalServer(
+  with export_layout.new_version(export_dir, "retrieval", log=log) as v:
+    server = RetrievalServer(
         query_model, users,
-        index.build_brute_force(None, movie_ids, movie_embeddings, k=k), k,
+        index.build_scann(None, movie_ids, movie_embeddings, config), k,
         default_timestamp)
-    tfserving = export.save_atomic(
-        stock, os.path.join(export_dir, TFSERVING_MODEL,
-                            str(TFSERVING_VERSION)),
-        signatures=stock.signature_map(), options=STOCK_OPS_SAVE_OPTIONS,
-        log=log)
+    path = export.save_model(
+        server, os.path.join(v.tmp, "retrieval"),
+        signatures=server.signature_map(),
+        options=export.SCANN_SAVE_OPTIONS, log=log)
+    with runs.Timer() as timer:
+      stock = RetrievalServer(
+          query_model, users,
+          index.build_brute_force(None, movie_ids, movie_embeddings, k=k),
+          k, default_timestamp)
+      tfserving = export.save_model(
+          stock, os.path.join(v.tmp, TFSERVING_MODEL,
+                              str(TFSERVING_VERSION)),
+          signatures=stock.signature_map(), options=STOCK_OPS_SAVE_OPTIONS,
+          log=log)
+    candidates = os.path.join(v.tmp, "candidates.npz")
+    np.savez(candidates, movie_ids=movie_ids, embeddings=movie_embeddings)
   log(f"[export] TF Serving model (stock ops, brute-force top-{k}) in "
-      f"{timer.seconds:.1f} s: base path {os.path.dirname(tfserving)}")
-  os.makedirs(export_dir, exist_ok=True)
-  candidates = os.path.join(export_dir, "candidates.npz")
-  tmp = candidates + f".tmp{os.getpid()}.npz"
-  np.savez(tmp, movie_ids=movie_ids, embeddings=movie_embeddings)
-  os.replace(tmp, candidates)
-  return {"saved_model": path, "tfserving": tfserving,
-          "candidates": candidates, "k": k,
+      f"{timer.seconds:.1f} s: base path "
+      f"{os.path.dirname(v.final(tfserving))}")
+  return {"saved_model": v.final(path), "tfserving": v.final(tfserving),
+          "candidates": v.final(candidates), "version": v.number, "k": k,
           "tfserving_seconds": round(timer.seconds, 2)}

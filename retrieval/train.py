@@ -25,11 +25,12 @@ What a run writes (`tfrs_pipeline.runs`):
                            (logs/projector, metadata title/genres/
                            director/star)
     RUN/metrics.json       evaluation
-    RUN/export/            ScaNN SavedModel (export/retrieval), its
-                           stock-ops twin for TF Serving
-                           (export/tfserving/retrieval/1) and
-                           candidates.npz (`serving_model`); both
-                           paths in metrics.json's `export`
+    RUN/export/V/          a new version V per export (one rename,
+                           `export_layout`): ScaNN SavedModel
+                           (retrieval/), its stock-ops twin for TF
+                           Serving (tfserving/retrieval/1) and
+                           candidates.npz (`serving_model`); the paths
+                           and V in metrics.json's `export`
 
 Resuming: rerunning with the same RUN restores the latest checkpoint (and
 the saved vocabularies) and continues from the next epoch; a run that had

@@ -16,7 +16,7 @@ import pytest
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import tensorflow as tf
 
-from tfrs_pipeline import export, features, pipeline
+from tfrs_pipeline import export, export_layout, features, pipeline
 from tfrs_pipeline.app import catalog as catalog_lib
 from tfrs_pipeline.app import recommend_cli, recommender
 
@@ -79,8 +79,8 @@ def small_runs(tmp_path_factory, fake_raw, fake_data_dir, fake_data):
 
 @pytest.fixture(scope="module")
 def catalog(small_runs):
-  return catalog_lib.load_catalog(os.path.join(
-      small_runs["runs"], "sources", "export", "sources",
+  return catalog_lib.load_catalog(export_layout.locate(
+      os.path.join(small_runs["runs"], "sources"), "sources",
       catalog_lib.CATALOG_FILE), history="train")
 
 

@@ -24,7 +24,7 @@ import fakedata  # noqa: E402  pylint: disable=g-import-not-at-top
 from retrieval import evaluate  # noqa: E402
 from retrieval import model as model_lib  # noqa: E402
 from retrieval import train  # noqa: E402
-from tfrs_pipeline import features, pipeline  # noqa: E402
+from tfrs_pipeline import export_layout, features, pipeline  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Unit tests below feed rating batches (`examples="rating"`); the training
@@ -493,8 +493,8 @@ _RELOAD = textwrap.dedent("""
 
 def test_export_reloads_in_fresh_process(trained, data):
   run_dir = trained["run_dir"]
-  path = os.path.join(run_dir, "export", "retrieval")
-  candidates = np.load(os.path.join(run_dir, "export", "candidates.npz"))
+  path = export_layout.locate(run_dir, "retrieval")
+  candidates = np.load(export_layout.locate(run_dir, "candidates.npz"))
   num_movies, dim = candidates["embeddings"].shape
   assert len(candidates["movie_ids"]) == num_movies
   config = trained["config"]
@@ -547,7 +547,7 @@ def test_export_matches_trained_model(trained, data):
   the same looked-up inputs."""
   import scann  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   run_dir = trained["run_dir"]
-  loaded = tf.saved_model.load(os.path.join(run_dir, "export", "retrieval"))
+  loaded = tf.saved_model.load(export_layout.locate(run_dir, "retrieval"))
   default_ts = trained["result"]["export"]["default_timestamp"]
   users = np.array(["1", "5", "unknown"])
   columns = evaluate.user_queries(data, users, {}, default_ts)
@@ -572,7 +572,7 @@ def test_saved_model_cli_wrapper_runs_the_export(trained):  # pylint: disable=re
   """`python -m tfrs_pipeline.app.saved_model_cli` loads the ScaNN ops."""
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  export_dir = os.path.join(trained["run_dir"], "export", "retrieval")
+  export_dir = export_layout.locate(trained["run_dir"], "retrieval")
   out = subprocess.run(
       [sys.executable, "-m", "tfrs_pipeline.app.saved_model_cli", "run",
        "--dir", export_dir, "--tag_set", "serve", "--signature_def",

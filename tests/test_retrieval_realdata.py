@@ -17,7 +17,7 @@ import pytest
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 
 from retrieval import train  # noqa: E402
-from tfrs_pipeline import pipeline  # noqa: E402
+from tfrs_pipeline import export_layout, pipeline  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -79,7 +79,7 @@ def test_real_export_serves(real_run):
   import scann  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   model = tf.saved_model.load(
-      os.path.join(real_run["run_dir"], "export", "retrieval"))
+      export_layout.locate(real_run["run_dir"], "retrieval"))
   out = model.signatures["serving_default"](
       user_id=tf.constant(["1", "6040", "unknown-user"]))
   assert out["movie_ids"].shape == (3, 500)
@@ -96,7 +96,7 @@ def test_real_two_stage_beats_its_sources_order(real_run, tmp_path):
   data = real_run["data"]
   config = cascade.CascadeConfig(two_tower=100, ease=100, ease_liked=50,
                                  popularity=20, list_size=150)
-  export = os.path.join(real_run["run_dir"], "export")
+  export = export_layout.locate(real_run["run_dir"])
   metrics = cascade.train_ranker(
       data, export, str(tmp_path / "ranking"),
       RankingConfig(epochs=1, max_train_seconds=0, lists_per_batch=64),

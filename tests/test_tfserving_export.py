@@ -26,6 +26,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from retrieval import evaluate, index, serving_model
 from retrieval import model as model_lib
+from tfrs_pipeline import export_layout
 
 TOP_K = 10  # < the 40 fake movies, so the top-K is a real choice
 USERS = ["1", "2", "3", "no-such-user"]
@@ -108,9 +109,15 @@ def exported(fake_data, tmp_path_factory):
 
 def test_tfserving_layout(exported):
   export_dir, result = exported["export_dir"], exported["result"]
-  base = os.path.join(export_dir, "tfserving", "retrieval")
+  # One published version (RUN/export/1) holding both SavedModels and
+  # the candidates, and nothing else under the base.
+  version = export_layout.latest(export_dir)
+  assert version == os.path.join(export_dir, "1") and result["version"] == 1
+  assert sorted(os.listdir(export_dir)) == ["1"]
+  base = os.path.join(version, "tfserving", "retrieval")
   assert result["tfserving"] == os.path.join(base, "1")
-  assert result["saved_model"] == os.path.join(export_dir, "retrieval")
+  assert result["saved_model"] == os.path.join(version, "retrieval")
+  assert result["candidates"] == os.path.join(version, "candidates.npz")
   # Only the numeric version directory: no temporary or old copy left.
   assert os.listdir(base) == ["1"]
   assert os.path.isfile(os.path.join(base, "1", "saved_model.pb"))

@@ -6,14 +6,13 @@
   input's `default`, which the embedding layers map to OOV buckets.
 * `input_specs`: `tf.TensorSpec`s for a signature that takes every input
   explicitly, derived from the feature specification.
-* `save_atomic`: writes a SavedModel to a temporary sibling directory and
-  renames it into place, so a reader never sees a half-written model.
+* `save_model`: `tf.saved_model.save` without the Keras call traces,
+  into a version being written (`export_layout.new_version`: a run's
+  exports are versions published by one rename, never half-written).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
@@ -97,30 +96,17 @@ def complete_inputs(inputs: Dict[str, tf.Tensor],
   return inputs
 
 
-def save_atomic(obj, export_dir: str, signatures=None,
-                options: Optional[tf.saved_model.SaveOptions] = None,
-                log=print) -> str:
-  """`tf.saved_model.save` into `export_dir`, atomically.
-
-  The model is written to `export_dir.tmp-PID`; an existing export is
-  moved aside and the new one renamed into place, then the old one is
-  deleted. A crash mid-write leaves the previous export untouched.
-  """
-  export_dir = os.path.abspath(export_dir)
-  parent = os.path.dirname(export_dir)
-  os.makedirs(parent, exist_ok=True)
-  tmp = f"{export_dir}.tmp-{os.getpid()}"
-  old = f"{export_dir}.old-{os.getpid()}"
-  shutil.rmtree(tmp, ignore_errors=True)
+def save_model(obj, export_dir: str, signatures=None,
+               options: Optional[tf.saved_model.SaveOptions] = None,
+               log=print) -> str:
+  """`tf.saved_model.save` into `export_dir` (inside a version being
+  written: `export_layout.new_version` publishes it); returns the path."""
   # Without the Keras layers' own call traces: the exports are served by
   # their signatures and functions, never rebuilt as Keras models, and the
   # traces made the ranking model take 4.4 s to load instead of ~1 s.
   with keras_saved_model.keras_option_scope(save_traces=False):
-    tf.saved_model.save(obj, tmp, signatures=signatures, options=options)
-  if os.path.exists(export_dir):
-    os.replace(export_dir, old)
-  os.replace(tmp, export_dir)
-  shutil.rmtree(old, ignore_errors=True)
+    tf.saved_model.save(obj, export_dir, signatures=signatures,
+                        options=options)
   log(f"[export] wrote {export_dir}")
   return export_dir
 

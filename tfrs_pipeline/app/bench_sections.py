@@ -19,7 +19,7 @@ from retrieval import baselines as rb
 from retrieval import index_bench
 from retrieval import train as rtrain
 from retrieval.model import RetrievalConfig
-from tfrs_pipeline import metrics, pipeline, runs
+from tfrs_pipeline import export_layout, metrics, pipeline, runs
 from tfrs_pipeline.app import bench_common, cascade, cascade_eval, e2e
 from tfrs_pipeline.app import train_commands
 
@@ -216,18 +216,19 @@ def e2e_section(ctx: Context) -> Callable[[], Dict]:
     for name in ("dcn", "mmoe"):
       if name not in rankers:
         m = cascade.train_ranker(
-            data, os.path.join(root, "retrieval", "export"),
+            data, export_layout.locate(os.path.join(root, "retrieval")),
             os.path.join(root, f"ranking_{name}"),
             dataclasses.replace(default, model=name), config)
         seconds[f"ranking_{name}"] = m["lists_seconds"] + m["train_seconds"]
         rankers[name] = os.path.join(root, f"ranking_{name}")
     validation = {name: runs.read_json(os.path.join(d, "metrics.json"))[
         "validation"] for name, d in rankers.items()}
-    sources_dir = os.path.join(root, "sources", cascade.SOURCES_EXPORT)
+    sources_dir = export_layout.locate(os.path.join(root, "sources"),
+                                       cascade.SOURCES_DIR)
     system = cascade_eval.Cascade(
         cascade.FittedSources.load(sources_dir),
-        os.path.join(root, "retrieval", "export"),
-        {name: os.path.join(d, "export", "ranking")
+        export_layout.locate(os.path.join(root, "retrieval")),
+        {name: export_layout.locate(d, "ranking")
          for name, d in rankers.items()},
         cascade.read_config(sources_dir).served())
     quality = cascade_eval.evaluate(system, data)

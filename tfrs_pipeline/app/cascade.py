@@ -41,7 +41,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import time
 from typing import Collection, Dict, List, Mapping, Optional, Sequence
 
@@ -54,7 +53,7 @@ from ranking import train as ranking_train
 from ranking.model import RankingConfig
 from ranking.train import Lists
 from retrieval import sources as sources_lib
-from tfrs_pipeline import features, pipeline, runs
+from tfrs_pipeline import export_layout, features, pipeline, runs
 from tfrs_pipeline.app import cascade_graph
 from tfrs_pipeline.app import catalog as catalog_lib
 
@@ -387,16 +386,17 @@ def read_config(directory: str) -> CascadeConfig:
 # --------------------------------------------------------------------------
 # Training the two-stage parts (after the retrieval run).
 
-SOURCES_EXPORT = os.path.join("export", "sources")
+SOURCES_DIR = "sources"  # in a version of RUN/export (`export_layout`)
 
 
 def train_sources(data: pipeline.Data, data_config: pipeline.DataConfig,
                   run_dir: str, config: CascadeConfig, log=print
                   ) -> Dict[str, object]:
   """Fits the served sources on every train rating the data holds (fit
-  part + labels) into RUN/export/sources/ with `cascade.json` and the
-  catalogue serving reads (`catalog.npz`: movies, users, every rating of
-  the dataset, see `catalog.save_catalog`)."""
+  part + labels) into a new version V of RUN/export (one rename,
+  `export_layout`): V/sources/ with `cascade.json` and the catalogue
+  serving reads (`catalog.npz`: movies, users, every rating of the
+  dataset, see `catalog.save_catalog`)."""
   run = runs.RunDir(run_dir)
   run.write_config(cascade=config, data=data_config)
   start = time.time()
@@ -405,22 +405,17 @@ def train_sources(data: pipeline.Data, data_config: pipeline.DataConfig,
   fitted = FittedSources.fit(data.seen_ratings, users,
                              np.asarray(data.table("movies")["movie_id"]),
                              config)
-  directory = os.path.join(run.path, SOURCES_EXPORT)
-  tmp = f"{directory}.tmp-{os.getpid()}"
-  fitted.save(tmp)
-  write_config(tmp, config)
   table, is_test = catalog_lib.build_catalog(data_config, log=log)
-  catalog_lib.save_catalog(os.path.join(tmp, catalog_lib.CATALOG_FILE),
-                           table, is_test)
-  if os.path.exists(directory):
-    old = f"{directory}.old-{os.getpid()}"
-    os.replace(directory, old)
-    os.replace(tmp, directory)
-    shutil.rmtree(old, ignore_errors=True)
-  else:
-    os.replace(tmp, directory)
+  with export_layout.new_version(run.export, "sources", log=log) as v:
+    tmp = os.path.join(v.tmp, SOURCES_DIR)
+    fitted.save(tmp)
+    write_config(tmp, config)
+    catalog_lib.save_catalog(os.path.join(tmp, catalog_lib.CATALOG_FILE),
+                             table, is_test)
+  directory = v.final(tmp)
   metrics = {"seconds": round(time.time() - start, 2),
-             "ratings": int(len(data.seen_ratings)), "export": directory}
+             "ratings": int(len(data.seen_ratings)), "export": directory,
+             "version": v.number}
   run.write_metrics(metrics)
   log(f"[sources] fitted EASE, EASE-liked, popularity on "
       f"{len(data.seen_ratings)} ratings, wrote the catalogue, in "
@@ -447,7 +442,9 @@ def train_ranker(data: pipeline.Data, retrieval_export: str, run_dir: str,
                  config: RankingConfig, cascade_config: CascadeConfig,
                  log=print) -> Dict[str, object]:
   """Fits the sources on the fit part, builds the labelled candidate
-  lists, trains and exports the ranker into RUN/export/ranking."""
+  lists, trains and exports the ranker: a new version V of RUN/export
+  holding ranking/ and cascade.json. `retrieval_export`: a version of
+  the retrieval run's export (`export_layout.locate(RUN)`)."""
   run = runs.RunDir(run_dir)
   run.write_config(ranking=config, cascade=cascade_config)
   with runs.Timer() as lists_timer:
@@ -467,9 +464,9 @@ def train_ranker(data: pipeline.Data, retrieval_export: str, run_dir: str,
         config, lists, list_context(data), run, log, ratings=ratings)
   log(f"[ranking] validation (best epoch {validation['best_epoch']}): "
       f"NDCG@10 {validation.get('ndcg_at_10', float('nan')):.4f}")
-  path = ranking_train.export_lists_model(model, list_context(data), run,
-                                          log)
-  write_config(os.path.join(run.path, "export"), cascade_config)
+  path = ranking_train.export_lists_model(
+      model, list_context(data), run, log,
+      also=lambda directory: write_config(directory, cascade_config))
   metrics = {"validation": validation, "lists_seconds": lists_timer.seconds,
              "train_seconds": fit_timer.seconds, "export_dir": path,
              "model": config.model,

@@ -25,7 +25,7 @@ from absl import logging
 
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 
-from tfrs_pipeline import errors, features
+from tfrs_pipeline import errors, export_layout, features
 from tfrs_pipeline.app import catalog as catalog_lib
 from tfrs_pipeline.app import flag_specs
 from tfrs_pipeline.app import recommender as recommender_lib
@@ -172,8 +172,8 @@ def recommend_main(argv) -> None:
   _progress(f"loading the exports under {FLAGS.runs} (split "
             f"{split or 'not recorded'}, history {FLAGS.history}) ...")
   catalog = catalog_lib.load_catalog(
-      os.path.join(FLAGS.runs, "sources", "export", "sources",
-                   catalog_lib.CATALOG_FILE), FLAGS.history)
+      export_layout.locate(os.path.join(FLAGS.runs, "sources"), "sources",
+                           catalog_lib.CATALOG_FILE), FLAGS.history)
   ratings = (catalog_lib.validate_ratings(pairs, catalog) if has_ratings
              else None)
   if has_ratings and not ratings and inputs is None:
@@ -226,12 +226,14 @@ def similar_main(argv) -> None:
   logging.set_verbosity(logging.WARNING)
   if FLAGS.movie_id is None:
     raise errors.ConfigError("pass --movie_id")
-  path = os.path.join(FLAGS.runs, "retrieval", "export", "candidates.npz")
+  path = export_layout.locate(os.path.join(FLAGS.runs, "retrieval"),
+                              "candidates.npz")
   if not os.path.exists(path):
     raise errors.MissingError(f"no {path}: train retrieval first")
   recommender_lib.check_k(FLAGS.k)
-  catalog = catalog_lib.load_catalog(os.path.join(
-      FLAGS.runs, "sources", "export", "sources", catalog_lib.CATALOG_FILE))
+  catalog = catalog_lib.load_catalog(export_layout.locate(
+      os.path.join(FLAGS.runs, "sources"), "sources",
+      catalog_lib.CATALOG_FILE))
   movie_id = FLAGS.movie_id.strip()
   rows = recommender_lib.SimilarMovies(path, catalog).similar(
       movie_id, FLAGS.k, FLAGS.metric)

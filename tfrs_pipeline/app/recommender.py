@@ -30,9 +30,9 @@ import numpy as np
 
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 
-from tfrs_pipeline import errors, export
-from tfrs_pipeline.app import cascade, cascade_graph
-from tfrs_pipeline.app.catalog import (CATALOG_FILE, Catalog,
+from tfrs_pipeline import export
+from tfrs_pipeline.app import cascade, cascade_graph, export_check
+from tfrs_pipeline.app.catalog import (Catalog,
                                        InvalidRequestError, UnknownMovieError,
                                        UnknownUserError, demographic_inputs,
                                        load_catalog, movie_row, occupations)
@@ -57,11 +57,12 @@ class Recommender:
   measures).
 
   Args:
-    sources_dir: RUNS/sources/export/sources (EASE, EASE-liked,
+    sources_dir: RUNS/sources/export/V/sources (EASE, EASE-liked,
       popularity and `cascade.json`: candidates per source, list size).
-    retrieval_export: RUNS/retrieval/export (the two-tower SavedModel and
+    retrieval_export: RUNS/retrieval/export/V (the two-tower SavedModel and
       `candidates.npz`).
-    ranking_dir: RUNS/ranking/export/ranking (`rank_lists`).
+    ranking_dir: RUNS/ranking/export/V/ranking (`rank_lists`); V: each
+      run's newest complete export version (`export_layout`).
     catalog: movie table, user table and the ratings that count as
       already rated (also the history of a known user).
     num_candidates: merged candidates ranked per request (default:
@@ -88,30 +89,37 @@ class Recommender:
     if os.path.exists(path):
       self.similar_movies = SimilarMovies(path, catalog)
     self.exported_k = self.graph.exported_k
+    self.versions = {}  # component -> export version (`from_runs`)
     self.batcher = Batcher(self.recommend_requests)
 
   @classmethod
   def from_runs(cls, runs_dir: str, catalog: Optional[Catalog] = None,
-                history: str = "all", **kwargs) -> "Recommender":
-    """From the exports under RUNS/{sources,retrieval,ranking} (`make
-    train`) only; the catalogue is the sources export's `catalog.npz`
-    unless given (`history`: see `catalog.load_catalog`)."""
-    dirs = (os.path.join(runs_dir, "sources", "export", "sources"),
-            os.path.join(runs_dir, "retrieval", "export"),
-            os.path.join(runs_dir, "ranking", "export", "ranking"))
-    checks = ((dirs[0], "ease.npz"), (dirs[1], "candidates.npz"),
-              (dirs[2], "saved_model.pb"))
-    for d, name in checks:
-      if not os.path.exists(os.path.join(d, name)):
-        raise errors.MissingError(f"no {os.path.join(d, name)}: train "
-                                  "first (make train)")
+                history: str = "all",
+                found: Optional[Mapping[str, export_check.Component]] = None,
+                **kwargs) -> "Recommender":
+    """From the newest complete export versions under
+    RUNS/{sources,retrieval,ranking} (`make train`) only; the catalogue
+    is the sources export's `catalog.npz` unless given (`history`: see
+    `catalog.load_catalog`). `found`: `export_check.check(runs_dir)`
+    when done already (the versions it checked are the ones loaded).
+    A missing or broken file raises its typed error, naming it."""
+    found = found or export_check.check(runs_dir)
+    problem = export_check.error(found)
+    if problem is not None:
+      raise problem
+    version = {name: os.path.dirname(c.path) if name == "retrieval"
+               else c.path for name, c in found.items()}
     if catalog is None:
-      catalog = load_catalog(os.path.join(dirs[0], CATALOG_FILE), history)
-    return cls(*dirs, catalog, **kwargs)
+      catalog = load_catalog(found["catalog"].path, history)
+    rec = cls(os.path.dirname(found["sources"].path), version["retrieval"],
+              found["ranking"].path, catalog, **kwargs)
+    rec.versions = {name: c.version for name, c in found.items()}
+    return rec
 
   def info(self) -> dict:
     g = self.graph
     return {**{f"{k}_dir": v for k, v in self.dirs.items()},
+            "versions": self.versions,
             "ranking_signatures": sorted(
                 g.ranking_models["ranker"].signatures),
             "retrieval_signatures": sorted(g.retrieval.signatures),
@@ -243,9 +251,13 @@ class Recommender:
 
   def similar(self, movie_id: str, k: int = 10) -> List[dict]:
     if self.similar_movies is None:
-      raise InvalidRequestError("no candidates.npz next to the retrieval "
-                                "export: similar movies unavailable")
+      raise Unavailable(f"similar movies unavailable: no "
+                        f"{os.path.join(self.dirs['retrieval'], 'candidates.npz')}")
     return self.similar_movies.similar(movie_id, k)
+
+
+class Unavailable(Exception):
+  """A part of the service is not there (an export file): HTTP 503."""
 
 
 def _why(row: dict, request: cascade.Request) -> str:

@@ -9,7 +9,11 @@
     GET  /movies?q=matrix&limit=10    title search (to pick movies to rate)
     GET  /similar?movie_id=1&k=10     nearest movies (candidate embeddings)
     GET  /users/{id}/ratings?limit=   the user's most recent ratings
-    GET  /health                      503 while loading, then 200 + info
+    GET  /health                      503 while loading or failed, then
+                                       200 + every export component
+                                       (version, state) + info
+    POST /admin/reload                newest complete exports, swapped in
+                                       (only with serve --admin_reload)
     GET  /meta                        allowed values and example user ids
     GET  /                            web page (static/, no internet needed)
     GET  /movies/{id}                 one movie (the page's linked ratings)
@@ -23,7 +27,8 @@ back (`returned`); when fewer, `k_note` says why (`recommender.k_note`:
 the ranker orders a fixed number of merged candidates per request).
 Errors are JSON `{"error": "..."}`: 400 (malformed JSON), 404 (unknown
 id: user, or movie in `/similar` or in a new user's `ratings`), 413 (body
-over `max_body_bytes`), 422 (invalid values), 503 (not ready).
+over `max_body_bytes`), 422 (invalid values), 503 (not ready, or an
+export file missing or broken: the message names it).
 
 Known users are never recommended a movie they rated anywhere in the data
 (`--history=all`, the default; `--history=train` drops only the train
@@ -37,7 +42,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 
@@ -49,8 +54,8 @@ import pydantic
 from starlette import exceptions as starlette_exceptions
 import swagger_ui_bundle
 
-from tfrs_pipeline import features
-from tfrs_pipeline.app import catalog, recommender
+from tfrs_pipeline import errors, features
+from tfrs_pipeline.app import catalog, export_check, recommender
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                           "static")
@@ -152,7 +157,9 @@ def _error(code: int, message: str, **extra) -> responses.JSONResponse:
 
 
 class State:
-  """What the loader thread fills in; `/health` reads it."""
+  """What the loader thread fills in; `/health` reads it. `components`:
+  `export_check.Component.summary()` by name, of the versions loaded (or
+  that failed the check)."""
 
   def __init__(self):
     self.recommender = None
@@ -160,12 +167,25 @@ class State:
     self.started = time.time()
     self.ready_seconds: Optional[float] = None
     self.stage = "starting"
+    self.components: Dict[str, dict] = {}
+    self.reload_lock = threading.Lock()
+
+
+def _describe(e: BaseException) -> str:
+  """A typed error is its message (it names the file); others get their
+  type."""
+  return str(e) if isinstance(e, errors.Error) else f"{type(e).__name__}: {e}"
 
 
 def create_app(load: Callable[[State], object],
-               max_body_bytes: int = MAX_BODY_BYTES) -> fastapi.FastAPI:
+               max_body_bytes: int = MAX_BODY_BYTES,
+               on_failure: Optional[Callable[[BaseException], None]] = None,
+               admin_reload: bool = False) -> fastapi.FastAPI:
   """The app. `load(state)` runs in a background thread at startup and
-  returns a `recommender.Recommender` (it may set `state.stage`)."""
+  returns a `recommender.Recommender` (it may set `state.stage` and
+  `state.components`); when it raises, `on_failure(error)` (the CLI
+  stops the server) or, without it, the routes answer 503 with the
+  reason. `admin_reload`: add POST /admin/reload (`load` again, swap)."""
   state = State()
 
   def loader():
@@ -175,9 +195,12 @@ def create_app(load: Callable[[State], object],
       state.stage = "ready"
       log.warning("ready after %.1f s", state.ready_seconds)
     except Exception as e:  # pylint: disable=broad-except
-      state.error = f"{type(e).__name__}: {e}"
+      state.error = _describe(e)
       state.stage = "failed"
-      log.exception("loading failed")
+      log.error("loading failed: %s", state.error,
+                exc_info=not isinstance(e, errors.Error))
+      if on_failure is not None:
+        on_failure(e)
 
   @contextlib.asynccontextmanager
   async def lifespan(_):
@@ -196,8 +219,13 @@ def create_app(load: Callable[[State], object],
   app.add_exception_handler(fastapi_exceptions.RequestValidationError,
                             _validation_error)
   app.add_exception_handler(catalog.InvalidRequestError, _invalid_request)
+  app.add_exception_handler(recommender.Unavailable, _unavailable)
   app.add_exception_handler(Exception, _internal_error)
   app.include_router(router)
+  if admin_reload:
+    app.add_api_route("/admin/reload", _reload_route(load), methods=["POST"],
+                      summary="Load the newest complete exports, swap them "
+                      "in (serve --admin_reload)")
   app.mount("/static", staticfiles.StaticFiles(directory=STATIC_DIR),
             name="static")
   app.mount(DOCS_ASSETS, staticfiles.StaticFiles(
@@ -230,6 +258,10 @@ async def _invalid_request(_, exc):
   return _error(status, str(exc))
 
 
+async def _unavailable(_, exc):
+  return _error(503, str(exc))
+
+
 async def _internal_error(_, exc):
   log.exception("internal error: %s", exc)
   return _error(500, "internal error")
@@ -258,15 +290,56 @@ def ready(request: fastapi.Request):
 Ready = fastapi.Depends(ready)
 
 
-@router.get("/health", summary="Readiness: 503 until both models loaded")
+@router.get("/health", summary="Readiness and every export component: "
+            "503 until loaded")
 def health(request: fastapi.Request):
   state = _state(request)
   if state.recommender is None:
     return _error(503, "loading" if not state.error else "failed",
                   status=state.stage, detail=state.error,
-                  uptime_s=round(time.time() - state.started, 1))
-  return {"status": "ok", "ready_seconds": state.ready_seconds,
+                  uptime_s=round(time.time() - state.started, 1),
+                  components=state.components)
+  degraded = [n for n, c in state.components.items() if c["state"] != "ok"]
+  return {"status": "degraded" if degraded else "ok",
+          "ready_seconds": state.ready_seconds,
+          "components": state.components,
           "models": state.recommender.info()}
+
+
+def _reload_route(load: Callable[[State], object]):
+  def reload(request: fastapi.Request):
+    """Loads the newest complete export versions (the same checks as at
+    startup) and swaps them in; requests in flight finish on the old
+    ones, which keep serving when the new ones fail."""
+    state = _state(request)
+    if not state.reload_lock.acquire(blocking=False):
+      return _error(409, "a reload is already running")
+    try:
+      start = time.time()
+      before = dict(state.components)
+      trial = State()
+      trial.recommender = state.recommender
+      try:
+        rec = load(trial)
+      except Exception as e:  # pylint: disable=broad-except
+        log.error("reload failed: %s", _describe(e))
+        serving = "; the previous versions keep serving" if (
+            state.recommender is not None) else ""
+        return _error(503, f"reload failed: {_describe(e)}{serving}",
+                      components=trial.components)
+      changed = rec is not state.recommender
+      state.components = trial.components
+      state.recommender, state.error, state.stage = rec, None, "ready"
+      if state.ready_seconds is None:
+        state.ready_seconds = round(time.time() - state.started, 2)
+      return {"status": "reloaded" if changed else "unchanged",
+              "seconds": round(time.time() - start, 2),
+              "versions": {n: c["version"] for n, c in
+                           state.components.items()},
+              "previous": {n: c["version"] for n, c in before.items()}}
+    finally:
+      state.reload_lock.release()
+  return reload
 
 
 @router.get("/meta", summary="Allowed demographic values, example users")
@@ -372,11 +445,26 @@ def index():
 
 def runs_loader(runs_dir: str, history: str = "all",
                 num_candidates: int = 0) -> Callable[[State], object]:
-  """A `create_app` loader: everything from the exports under RUNS."""
+  """A `create_app` loader: the newest complete export versions under
+  RUNS, checked first (`export_check`: a missing or broken file raises
+  its typed error naming it, before anything heavy loads). Called again
+  by a reload: the recommender in `state` is returned as it is when the
+  newest versions are the ones it serves."""
   def load(state: State):
+    state.stage = "checking exports"
+    found = export_check.check(runs_dir)
+    state.components = {n: c.summary() for n, c in found.items()}
+    problem = export_check.error(found)
+    if problem is not None:
+      raise problem
+    current = state.recommender
+    if current is not None and current.versions == {
+        n: c.version for n, c in found.items()}:
+      return current
     state.stage = "loading models"
     rec = recommender.Recommender.from_runs(
-        runs_dir, history=history, num_candidates=num_candidates)
+        runs_dir, history=history, num_candidates=num_candidates,
+        found=found)
     rec.catalog.search("a", 1)  # builds the title index before /movies
     state.stage = "warming up"
     log.info("warm-up requests took %.1f s", rec.warm_up())

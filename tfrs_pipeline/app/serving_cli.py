@@ -1,23 +1,38 @@
 """`tfrs-pipeline serve`: the HTTP service (`serving.py`) on uvicorn,
-serving the exports under `--runs` (`make train`).
+serving the newest complete export versions under `--runs` (`make train`).
 
     tfrs-pipeline serve --runs=runs --port=8000 [--history=all|train]
+        [--on_broken_export=exit|unavailable] [--admin_reload]
 
-Flags: `flag_specs.serve`. The train/test split (what `--history train`
-drops) is the runs' own (`run_config.split`).
+Before anything heavy loads (this module imports no TensorFlow; the
+service module is imported after the check), `export_check.check` looks
+at every file the server needs. A missing or broken one exits at once
+with its typed error naming the file (exit code 4 missing, 3 broken),
+or with `--on_broken_export=unavailable` the server stays up answering
+503 with the reason. A failure while loading the models exits the same
+way (after the port was opened). Flags: `flag_specs.serve`.
 """
 
+import importlib
 import logging
 
 from absl import flags
 import uvicorn
 
-import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
-
-from tfrs_pipeline.app import run_config
-from tfrs_pipeline.app import serving
+from tfrs_pipeline import errors
+from tfrs_pipeline.app import export_check, run_config
 
 FLAGS = flags.FLAGS  # defined by flag_specs (serve)
+SERVING = "tfrs_pipeline.app.serving"  # imported after the check
+log = logging.getLogger("tfrs_pipeline.app.serving")
+
+
+def _as_error(e: BaseException) -> errors.Error:
+  if isinstance(e, errors.Error):
+    return e
+  return errors.InputError(
+      f"loading the exports under {FLAGS.runs} failed: "
+      f"{type(e).__name__}: {e}")
 
 
 def main(argv) -> None:
@@ -25,12 +40,30 @@ def main(argv) -> None:
   logging.basicConfig(level=logging.INFO,
                       format="%(asctime)s %(name)s %(message)s")
   split = run_config.split(FLAGS.runs, FLAGS.split)  # never from a flag
-  logging.getLogger("tfrs_pipeline.app.serving").info(
-      "serving the runs under %s (split %s, history %s)", FLAGS.runs,
-      split or "not recorded", FLAGS.history)
+  log.info("serving the runs under %s (split %s, history %s)", FLAGS.runs,
+           split or "not recorded", FLAGS.history)
+  exit_on_failure = FLAGS.on_broken_export == "exit"
+  problem = export_check.error(export_check.check(FLAGS.runs))
+  if problem is not None:
+    if exit_on_failure:
+      raise problem
+    log.warning("answering 503: %s", problem)
+  serving = importlib.import_module(SERVING)
+  failure = {}
+  server = None
+
+  def on_failure(e: BaseException) -> None:
+    failure["error"] = e
+    server.should_exit = True
+
   app = serving.create_app(
       serving.runs_loader(FLAGS.runs, FLAGS.history, FLAGS.num_candidates),
-      FLAGS.max_body_bytes)
-  uvicorn.run(app, host=FLAGS.host, port=FLAGS.port,
-              log_level=FLAGS.log_level,
-              access_log=FLAGS.log_level == "debug")
+      FLAGS.max_body_bytes,
+      on_failure=on_failure if exit_on_failure else None,
+      admin_reload=FLAGS.admin_reload)
+  server = uvicorn.Server(uvicorn.Config(
+      app, host=FLAGS.host, port=FLAGS.port, log_level=FLAGS.log_level,
+      access_log=FLAGS.log_level == "debug"))
+  server.run()
+  if "error" in failure:
+    raise _as_error(failure["error"])

@@ -26,7 +26,7 @@ from ranking import train as ranking_train
 from ranking.model import RankingConfig
 from retrieval import train as retrieval_train
 from retrieval.model import RetrievalConfig
-from tfrs_pipeline import errors, pipeline
+from tfrs_pipeline import errors, export_layout, pipeline
 from tfrs_pipeline.app import cascade
 from tfrs_pipeline.app import flags as common
 
@@ -45,11 +45,14 @@ def retrieval_main(argv) -> None:
 
 
 def _export_dir(retrieval_run: str) -> str:
-  path = os.path.join(retrieval_run, "export")
-  if not os.path.exists(os.path.join(path, "candidates.npz")):
-    raise errors.MissingError(f"no retrieval export in {path}: run `tfrs-pipeline "
-                         "train retrieval` first (or make train)")
-  return path
+  """The newest complete version of the retrieval run's export."""
+  base = export_layout.run_export(retrieval_run)
+  try:
+    return export_layout.latest(base)
+  except errors.MissingError:
+    raise errors.MissingError(
+        f"no retrieval export in {base}: run `tfrs-pipeline train "
+        "retrieval` first (or make train)") from None
 
 
 def ranking_main(argv) -> None:
@@ -105,7 +108,7 @@ def train_all(runs: str, data_config: pipeline.DataConfig,
                         cascade_config, log)
   seconds["sources"] = time.time() - start
   start = time.time()
-  cascade.train_ranker(data, os.path.join(runs, "retrieval", "export"),
+  cascade.train_ranker(data, _export_dir(os.path.join(runs, "retrieval")),
                        os.path.join(runs, "ranking"), config,
                        cascade_config, log)
   seconds["ranking"] = time.time() - start
