@@ -170,13 +170,17 @@ def _run(argv: Sequence[str]) -> Tuple[int, str]:
 def cli_commands() -> FrozenSet[Tuple[str, ...]]:
   """The subcommands listed by `tfrs-pipeline` without arguments."""
   _, text = _run([CLI])
-  words, listing = set(), False
+  words, listing, indent = set(), False, None
   for line in text.splitlines():
     if re.match(r"^\s*commands?:\s*$", line, re.IGNORECASE):
       listing = True
     elif listing and line.startswith(" ") and line.strip():
+      here = len(line) - len(line.lstrip())
+      indent = here if indent is None else indent
       name = re.split(r"\s{2,}|\t", line.strip())[0]
-      words.add(tuple(name.split()))
+      if here == indent and re.fullmatch(r"[a-z][\w-]*( [a-z][\w-]*)?",
+                                         name):
+        words.add(tuple(name.split()))  # (deeper lines: wrapped text)
     elif listing and line.strip():
       listing = False
   return frozenset(words)
@@ -521,6 +525,12 @@ def test_readme_has_the_commands_a_user_needs(readme_commands):
   assert any(w[:2] == ["make", "train"] for w in readme)
   programs = {os.path.basename(w[0]) for w in readme}
   assert {"make", "tfrs-pipeline", "python", "curl"} <= programs, programs
+
+
+def test_cli_commands_are_read_from_its_usage():
+  commands = cli_commands()
+  assert {("recommend",), ("serve",), ("train", "all")} <= commands, commands
+  assert all(1 <= len(c) <= 2 for c in commands), commands
 
 
 def test_every_command_exists(readme_commands):
