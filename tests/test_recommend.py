@@ -171,12 +171,27 @@ def test_recent_ratings(catalog):
 
 
 def test_format_table():
-  rows = [{"rank": 1, "title": "A very long title " * 3, "year": 1995,
-           "genres": ["Comedy"], "director": None, "star": "X",
-           "score": 0.5}]
-  lines = recommend_cli.format_table(rows, ("score",)).splitlines()
-  assert len(lines) == 2 and lines[1].endswith("0.500")
-  assert "~" in lines[1] and " - " in lines[1]
+  long = "A very long title " * 3
+  rows = [{"rank": 1, "movie_id": "7", "title": long.strip(), "year": 1995,
+           "genres": ["Comedy", "Drama"], "director": None,
+           "star": "Arnold Schwarzenegger", "score": 0.5, "why": "popular"}]
+  full = recommend_cli.format_table(rows, ("score",), texts=("why",))
+  lines = full.splitlines()
+  assert len(lines) == 2 and lines[0].split()[-2:] == ["score", "why"]
+  assert long.strip() in lines[1] and "Arnold Schwarzenegger" in lines[1]
+  assert "Comedy|Drama" in lines[1] and " - " in lines[1]
+  assert "…" not in full and lines[1].endswith("0.500  popular")
+  # A terminal 100 wide: the widest text column (the title) is cut, the
+  # numbers, ids and the other columns are not; every line fits.
+  lines = recommend_cli.format_table(rows, ("score",), width=100,
+                                     texts=("why",)).splitlines()
+  assert all(len(line) <= 100 for line in lines), lines
+  assert "…" in lines[1] and "0.500" in lines[1] and "1995" in lines[1]
+  assert "Arnold Schwarzenegger" in lines[1]  # not the widest: kept
+  # Too narrow for the 8-character floor: cut to it, no further.
+  lines = recommend_cli.format_table(rows, ("score",), width=10,
+                                     texts=("why",)).splitlines()
+  assert "A very …" in lines[1] and "Arnold …" in lines[1]
 
 
 # --------------------------------------------------------------------------
@@ -221,16 +236,24 @@ def test_cli(small_runs, capsys):
       "--occupation=programmer", "--zip=10001", "--k=3")
   assert code == 0, stderr
   lines = stdout.strip().splitlines()
-  assert lines[0].split()[:4] == ["#", "movie", "title", "year"]
-  assert len(lines) == 4
-  assert "director" in lines[0] and "predicted_rating" in lines[0]
+  assert lines[0] == "Top 3 for a new user: M 25-34 programmer", stdout
+  assert lines[1].split()[:4] == ["#", "movie", "title", "year"]
+  assert lines[1].split()[-4:] == ["rating", "score", "two_tower", "why"]
+  assert "director" in lines[1] and lines[5] == ""
+  assert lines[6].startswith("score: the ranker's score, log P(watched "
+                             "among the candidates) + log P(liked)")
+  assert "two_tower: the retrieval model's score" in stdout
+  assert "…" not in stdout  # not a terminal: full text
+  assert stderr.startswith("[recommend] loading the exports under ")
+  assert "(split random, history all)" in stderr and "loaded in" in stderr
 
   code, stdout, stderr = _run_cli(small_runs, capsys, "similar",
                                   "--movie_id=2", "--k=3")
   assert code == 0, stderr
   lines = stdout.strip().splitlines()
-  assert "similarity" in lines[0] and len(lines) == 4
-  assert "Toy Story" not in stdout  # movie 2 is Toy Story: excluded
+  assert lines[0].startswith("Movies most similar to 2: Toy Story"), stdout
+  assert "similarity" in lines[1] and len(lines) == 5
+  assert "Toy Story" not in "\n".join(lines[1:])  # movie 2: excluded
 
   for args, message in (
       (("recommend", "--user_id=424242", "--age=30", "--gender=M",
@@ -240,8 +263,18 @@ def test_cli(small_runs, capsys):
       (("recommend",), "pass --user_id"),
       (("similar", "--movie_id=nope"), "unknown movie id 'nope'")):
     code, stdout, stderr = _run_cli(small_runs, capsys, *args)
-    assert code == 2 and stderr.strip().startswith("error: "), stderr
-    assert message in stderr and "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("error: "), stderr
+    assert message in last and "Traceback" not in stderr
+
+  # The split is the runs' own: one that contradicts them is refused.
+  code, stdout, stderr = _run_cli(small_runs, capsys, "recommend",
+                                  "--user_id=7", "--split=temporal")
+  assert code == 2 and stderr.strip().startswith(
+      "error: --split temporal contradicts the runs: "), stderr
+  code, stdout, stderr = _run_cli(small_runs, capsys, "recommend",
+                                  "--user_id=7", "--k=2", "--split=random")
+  assert code == 0 and stdout.startswith("Top 2 for user 7 ("), stderr
 
   stdout, stderr = proc.communicate(timeout=240)
   assert proc.returncode == 2, stderr
@@ -263,8 +296,9 @@ def test_cli_ratings(small_runs, capsys):
                                   "--ratings=2:5,5:4.5,11:", "--k=3")
   assert code == 0, stderr
   lines = stdout.strip().splitlines()
-  assert len(lines) == 4 and lines[0].split()[:4] == [
-      "#", "movie", "title", "year"]
+  assert lines[0] == "Top 3 for a new user with 3 ratings", stdout
+  lines = lines[1:5]
+  assert lines[0].split()[:4] == ["#", "movie", "title", "year"]
   assert lines[0].split()[-1] == "why"
   # The why column: the rated movie that brought it, else its sources.
   whys = ("because you liked ", "two-tower", "similar to", "popular")
@@ -293,5 +327,6 @@ def test_cli_ratings(small_runs, capsys):
        "both"),
       (("--ratings=2", "--age=30"), "missing: gender, occupation, zip")):
     code, stdout, stderr = _run_cli(small_runs, capsys, "recommend", *args)
-    assert code == 2 and stderr.strip().startswith("error: "), stderr
-    assert message in stderr and "Traceback" not in stderr, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("error: "), stderr
+    assert message in last and "Traceback" not in stderr, stderr
