@@ -268,6 +268,7 @@ def test_error_clears_results_and_moves_nothing(browser, server):  # pylint: dis
   assert _text(browser, "recs-title") == "Recommendations"
   assert _text(browser, "ratings-title") == "Recent ratings"
   assert "see the error above" in _text(browser, "recs-empty")
+  assert not _shown(browser, "recs-order")  # no rows: no caption
   assert "user 7" not in browser.find_element(By.TAG_NAME, "body").text
   # The box sits inside the recommendations card: no card moved.
   assert browser.find_elements(By.CSS_SELECTOR, "#recs-card #error")
@@ -297,6 +298,7 @@ def test_score_column_orders_rows(browser, server):  # pylint: disable=redefined
   preds = [float(r.find_element(By.CSS_SELECTOR, "td.pred").text)
            for r in _rows(browser, "recs")]
   assert all(1 <= p <= 5 for p in preds), preds
+  assert _shown(browser, "recs-order")
   caption = _text(browser, "recs-order")
   assert "Ordered by Score" in caption and "Pred." in caption
 

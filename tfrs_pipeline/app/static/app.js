@@ -119,6 +119,7 @@ function renderRecs(items, title, note) {
   }
   $("recs-empty").hidden = items.length > 0;
   $("recs-empty").textContent = "No recommendations.";
+  $("recs-order").hidden = items.length === 0;
 }
 
 function clearRecs(hint) {
@@ -126,6 +127,7 @@ function clearRecs(hint) {
   setLoading(false);
   $("recs-title").textContent = "Recommendations";
   $("k-note").hidden = true;
+  $("recs-order").hidden = true;
   document.querySelector("#recs tbody").replaceChildren();
   $("recs-empty").hidden = false;
   $("recs-empty").textContent = hint;
