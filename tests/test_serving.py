@@ -85,7 +85,7 @@ def test_openapi_and_docs(client):  # pylint: disable=redefined-outer-name
 
 
 def test_docs_assets_local(client):  # pylint: disable=redefined-outer-name
-  """/docs loads Swagger UI from this server (swagger-ui-bundle), not a
+  """/docs loads Swagger UI from this server (swagger-ui-bundle-v2), not a
   CDN; /redoc (a CDN page) is off."""
   r = client.get("/docs")
   assert r.status_code == 200 and "text/html" in r.headers["content-type"]

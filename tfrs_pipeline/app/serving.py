@@ -18,7 +18,7 @@
     GET  /                            web page (static/, no internet needed)
     GET  /movies/{id}                 one movie (the page's linked ratings)
     GET  /docs, /openapi.json         OpenAPI (Swagger UI served from the
-                                       swagger-ui-bundle package: offline)
+                                       swagger-ui-bundle-v2 package: offline)
 
 Models and tables load in a background thread started by the lifespan
 hook, so the port opens at once and `/health` says when it is ready.
@@ -62,7 +62,7 @@ STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
 MAX_BODY_BYTES = 64 * 1024
 MAX_K = 100
 MAX_RATINGS = 500
-DOCS_ASSETS = "/docs-assets"  # Swagger UI's files (swagger-ui-bundle)
+DOCS_ASSETS = "/docs-assets"  # Swagger UI's files (swagger-ui-bundle-v2)
 log = logging.getLogger("tfrs_pipeline.app.serving")
 
 
