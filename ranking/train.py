@@ -40,7 +40,6 @@ import numpy as np
 
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import tensorflow as tf
-from tensorboard.plugins.hparams import api as hp
 
 from ranking import evaluate, interactions, listwise, serving_model
 from ranking.model import (LIST_MASK, RATED, RankingConfig, build_model,
@@ -329,18 +328,24 @@ def fit(config: RankingConfig, prepared: Prepared, run: runs.RunDir,
   return model
 
 
+# The HParams trial name: run directory, then these fields.
+TRIAL_KEYS = (("model", ""), ("examples", ""), ("learning_rate", "lr"),
+              ("batch_size", "batch"), ("epochs", "epochs"))
+
+
 def log_hparams(config: RankingConfig, metrics: Mapping[str, Any],
-                logdir: str) -> None:
-  """TensorBoard HParams: the config and the headline test metrics."""
-  values = {}
-  for k, v in dataclasses.asdict(config).items():
-    values[k] = v if isinstance(v, (bool, int, float, str)) else str(v)
+                logdir: str, split: str = "test") -> None:
+  """TensorBoard HParams (RUN/logs/hparams): the config, under a trial
+  named after the run and its main fields, and the headline metrics of
+  `split` as `split/name` scalars."""
   with tf.summary.create_file_writer(os.path.join(logdir, "hparams")
                                      ).as_default():
-    hp.hparams(values)
+    runs.write_hparams(os.path.dirname(os.path.abspath(logdir)), config,
+                       TRIAL_KEYS)
     for k, v in metrics.items():
-      if isinstance(v, (int, float)) and np.isfinite(v):
-        tf.summary.scalar(f"test/{k}", float(v), step=0)
+      if (isinstance(v, (int, float)) and not isinstance(v, bool)
+          and np.isfinite(v)):
+        tf.summary.scalar(f"{split}/{k}", float(v), step=0)
 
 
 def ranking_data_config(config: RankingConfig,
@@ -600,6 +605,7 @@ def fit_lists(config: RankingConfig, lists: Lists, context: ListContext,
          if k.startswith("val_")}
   val["epochs"] = len(ndcg)
   val["best_epoch"] = best + 1
+  log_hparams(config, val, run.logs, split="validation")
   return model, val
 
 

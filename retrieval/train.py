@@ -50,7 +50,6 @@ import numpy as np
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import tensorflow as tf
 from tensorboard.plugins import projector
-from tensorboard.plugins.hparams import api as hp
 
 from retrieval import evaluate as evaluate_lib
 from retrieval import model as model_lib
@@ -93,7 +92,14 @@ class _EpochEnd(tf.keras.callbacks.Callback):
 
 def _write_projector(logdir: str, movies: Dict[str, np.ndarray],
                      embeddings: np.ndarray) -> None:
-  """Movie embeddings for the TensorBoard embedding projector."""
+  """Movie embeddings for the TensorBoard embedding projector.
+
+  RUN/logs/projector holds the checkpoint, metadata.tsv and
+  projector_config.pbtxt, and an event file (a text summary describing
+  the embeddings): the projector plugin reads projector_config.pbtxt
+  only in run directories, i.e. directories with an event file, so
+  without it `tensorboard --logdir runs` shows no projector.
+  """
   path = os.path.join(logdir, "projector")
   os.makedirs(path, exist_ok=True)
 
@@ -114,21 +120,27 @@ def _write_projector(logdir: str, movies: Dict[str, np.ndarray],
   embedding.tensor_name = "embedding/.ATTRIBUTES/VARIABLE_VALUE"
   embedding.metadata_path = "metadata.tsv"
   projector.visualize_embeddings(path, config)
+  with tf.summary.create_file_writer(path).as_default() as writer:
+    tf.summary.text(
+        "movie_embeddings",
+        f"{embeddings.shape[0]:,} movie embeddings of {embeddings.shape[1]} "
+        "dimensions (the candidate tower's output), labelled by title, "
+        "genres, director and star: open the Projector tab.", step=0)
+    writer.flush()
 
 
-def _hparams(config: RetrievalConfig) -> Dict[str, Any]:
-  out = {}
-  for k, v in dataclasses.asdict(config).items():
-    out[k] = ",".join(map(str, v)) if isinstance(v, (tuple, list)) else v
-  return out
+# The HParams trial name: run directory, then these fields.
+TRIAL_KEYS = (("examples", ""), ("learning_rate", "lr"),
+              ("embedding_dim", "dim"), ("batch_size", "batch"),
+              ("epochs", "epochs"))
 
 
 def _write_summaries(logdir: str, config: RetrievalConfig,
                      result: Dict[str, Any], step: int) -> None:
   writer = tf.summary.create_file_writer(os.path.join(logdir, "eval"))
   with writer.as_default():
-    hp.hparams(_hparams(config), trial_id=os.path.basename(
-        os.path.dirname(os.path.abspath(logdir))))
+    runs.write_hparams(os.path.dirname(os.path.abspath(logdir)), config,
+                       TRIAL_KEYS)
     for k, v in result.items():
       if isinstance(v, float):
         tf.summary.scalar(f"final/{k}", v, step=step)

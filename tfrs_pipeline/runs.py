@@ -3,7 +3,8 @@
     RUN/config.json         the dataclass configs of the run
     RUN/vocabularies.json   vocabularies fit on the train split
     RUN/metrics.json        evaluation results
-    RUN/logs/               TensorBoard (`make tensorboard` points here)
+    RUN/logs/               TensorBoard (`make tensorboard` points here;
+                            `write_hparams` names the HParams trials)
     RUN/checkpoints/        training checkpoints (resume)
     RUN/export/             SavedModels (written atomically)
 """
@@ -15,12 +16,13 @@ import json
 import os
 import random
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Sequence, Tuple
 
 import numpy as np
 
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import tensorflow as tf
+from tensorboard.plugins.hparams import api as hp
 
 
 def _jsonable(obj: Any) -> Any:
@@ -84,6 +86,40 @@ class RunDir:
 
   def write_metrics(self, metrics: Dict[str, Any]) -> str:
     return write_json(self.file("metrics.json"), metrics)
+
+
+def hparam_values(config: Any) -> Dict[str, Any]:
+  """A dataclass config as TensorBoard HParams values (bool, number or
+  string; a tuple becomes "a,b")."""
+  out = {}
+  for k, v in dataclasses.asdict(config).items():
+    if isinstance(v, (tuple, list)):
+      v = ",".join(map(str, v))
+    out[k] = v if isinstance(v, (bool, int, float, str)) else str(v)
+  return out
+
+
+def trial_name(run_dir: str, config: Any,
+               keys: Sequence[Tuple[str, str]]) -> str:
+  """A readable HParams trial name: the run directory's name, then
+  `short=value` for each (field, short) of `keys` (the bare value when
+  short is ""), e.g. "retrieval lr=0.003 dim=128 epochs=10"."""
+  values = hparam_values(config)
+  parts = [os.path.basename(os.path.abspath(run_dir))]
+  for field, short in keys:
+    value = values[field]
+    parts.append(f"{short}={value}" if short else str(value))
+  return " ".join(parts)
+
+
+def write_hparams(run_dir: str, config: Any,
+                  keys: Sequence[Tuple[str, str]]) -> str:
+  """Writes the HParams summary of `config` to the default summary writer
+  under the trial name `trial_name(run_dir, config, keys)` (the name the
+  HParams dashboard lists); returns that name."""
+  name = trial_name(run_dir, config, keys)
+  hp.hparams(hparam_values(config), trial_id=name)
+  return name
 
 
 def set_seeds(seed: int) -> None:
