@@ -139,6 +139,7 @@ def test_cold_start_and_validation(rec):
   for args, message in (((0, "F", "writer", "94110"), "age"),
                         ((30, "X", "writer", "94110"), "gender"),
                         ((30, "F", "astronaut", "94110"), "occupation"),
+                        ((30, "F", "\u00b2", "94110"), "occupation"),
                         ((30, "F", "writer", "9411"), "zip"),
                         ((30, None, "writer", "94110"), "missing: gender")):
     with pytest.raises(catalog_lib.InvalidRequestError, match=message):

@@ -424,3 +424,15 @@ def test_load_test(server):  # pylint: disable=redefined-outer-name
   assert result["errors"] == 10  # the unknown id: 404s
   assert result["requests"] == 40 and result["rps"] > 0
   assert 0 < result["p50_ms"] <= result["p99_ms"]
+
+
+def test_mixed_load_invalid_requests_get_4xx(server):  # pylint: disable=redefined-outer-name
+  result = e2e.load_test(server["url"], ["1", "2", "7"], concurrency=4,
+                         total_requests=40, timeout_s=60, invalid_share=0.4)
+  bad = result["invalid"]
+  # 16 invalid requests (each kind of INVALID_REQUESTS at least once),
+  # all answered 4xx; the 24 valid ones 2xx.
+  assert bad["requests"] == 16 and bad["status"] == {"4xx": 16}
+  assert bad["not_4xx"] == 0 and result["errors"] == 0
+  assert result["status"] == {"2xx": 24, "4xx": 16}
+  assert 0 < result["p50_ms"] <= result["p99_ms"]

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import queue
-import threading
 import time
 from typing import List, Mapping, Optional, Sequence, Tuple
 
@@ -32,6 +30,7 @@ import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 
 from tfrs_pipeline import export
 from tfrs_pipeline.app import cascade, cascade_graph, export_check
+from tfrs_pipeline.app.batching import Batcher
 from tfrs_pipeline.app.catalog import (Catalog,
                                        InvalidRequestError, UnknownMovieError,
                                        UnknownUserError, demographic_inputs,
@@ -333,49 +332,3 @@ class SimilarMovies:
     return [{"rank": r, **movie_row(self.catalog, self.movie_ids[j]),
              "similarity": float(scores[j])}
             for r, j in enumerate(top, 1) if np.isfinite(scores[j])]
-
-
-class Batcher:
-  """Runs concurrent requests together: `__call__(request, k)` from any
-  thread queues the request and waits; one worker thread takes every
-  request waiting (up to `max_batch`, after at most `wait_s` for more
-  once the first arrived) and answers them with one
-  `run(requests, max k)` call (one TensorFlow call per batch)."""
-
-  def __init__(self, run, max_batch: int = 16, wait_s: float = 0.0005):
-    self.run, self.max_batch, self.wait_s = run, max_batch, wait_s
-    self.queue: "queue.Queue" = queue.Queue()
-    self.worker = threading.Thread(target=self._work, name="batcher",
-                                   daemon=True)
-    self.worker.start()
-
-  def __call__(self, request, k: int) -> List[dict]:
-    done = threading.Event()
-    slot = {"request": request, "k": k, "done": done}
-    self.queue.put(slot)
-    done.wait()
-    if "error" in slot:
-      raise slot["error"]
-    return slot["rows"]
-
-  def _work(self) -> None:
-    while True:
-      batch = [self.queue.get()]
-      deadline = time.perf_counter() + self.wait_s
-      while len(batch) < self.max_batch:
-        try:
-          left = deadline - time.perf_counter()
-          batch.append(self.queue.get(timeout=max(left, 0)) if left > 0
-                       else self.queue.get_nowait())
-        except queue.Empty:
-          break
-      try:
-        k = max(s["k"] for s in batch)
-        rows = self.run([s["request"] for s in batch], k)
-        for s, r in zip(batch, rows):
-          s["rows"] = r[:s["k"]]
-      except Exception as e:  # pylint: disable=broad-except
-        for s in batch:
-          s["error"] = e
-      for s in batch:
-        s["done"].set()
