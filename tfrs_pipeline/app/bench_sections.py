@@ -234,17 +234,21 @@ def e2e_section(ctx: Context) -> Callable[[], Dict]:
     quality = cascade_eval.evaluate(system, data)
     new_users = cascade_eval.evaluate_new_users(system, data)
     users = sorted(set(data.seen_ratings.user_id))[:200]
-    load = e2e.run_load_test_subprocess(
-        root, user_ids=users,
-        concurrency=ctx.flags.load_concurrency,
-        total_requests=ctx.flags.load_requests)
-    load_1 = e2e.run_load_test_subprocess(
-        root, user_ids=users, concurrency=1,
-        total_requests=ctx.flags.load_requests)
+    n = ctx.flags.load_requests
+    load, load_1, load_16, mixed_16 = e2e.run_load_tests_subprocess(
+        root, [{"concurrency": ctx.flags.load_concurrency,
+                "total_requests": n},
+               {"concurrency": 1, "total_requests": n},
+               {"concurrency": 16, "total_requests": n},
+               {"concurrency": 16, "total_requests": n,
+                "invalid_share": ctx.flags.load_invalid_share}],
+        user_ids=users)
     cli_seconds = e2e.time_recommend_cli(root, "42")
     train_parts = ("retrieval", "data", "sources", "ranking")
     return {"quality": quality, "new_users": new_users, "load": load,
-            "load_concurrency_1": load_1, "recommend_cli_seconds": cli_seconds,
+            "load_concurrency_1": load_1, "load_concurrency_16": load_16,
+            "load_concurrency_16_mixed": mixed_16,
+            "recommend_cli_seconds": cli_seconds,
             "validation": validation, "train_seconds": seconds,
             "default_train_seconds": sum(seconds[k] for k in train_parts),
             "default_ranker": default.model,
@@ -441,6 +445,19 @@ def _two_stage_markdown(e: Dict[str, Any]) -> List[str]:
         f"ms | <= 50 ms | {_check(eight['p99_ms'], 50, False)} |",
         f"| /recommend errors | {one['errors'] + eight['errors']} | 0 | "
         f"{_check(-(one['errors'] + eight['errors']), 0)} |"]
+  if "load_concurrency_16_mixed" in e:
+    valid, mixed = e["load_concurrency_16"], e["load_concurrency_16_mixed"]
+    bad = mixed["invalid"]
+    fives = mixed["status"].get("5xx", 0) + valid["status"].get("5xx", 0)
+    ratio = mixed["p99_ms"] / valid["p99_ms"]
+    lines += [
+        f"| c=16, {bad['share']:.0%} invalid: 5xx answers | {fives} | 0 | "
+        f"{_check(-fives, 0)} |",
+        f"| c=16, {bad['share']:.0%} invalid: invalid not answered 4xx | "
+        f"{bad['not_4xx']} | 0 | {_check(-bad['not_4xx'], 0)} |",
+        f"| c=16 valid-request p99, mixed / all valid | {mixed['p99_ms']:.1f}"
+        f" / {valid['p99_ms']:.1f} ms = {ratio:.2f}x | <= 2x | "
+        f"{_check(ratio, 2, False)} |"]
   lines += [""]
   for mode, nq in e["new_users"].items():
     what = ("demographics only; relevant = all their ratings >= 4"
@@ -459,7 +476,10 @@ def _two_stage_markdown(e: Dict[str, Any]) -> List[str]:
             "`/recommend` under load (second process, loopback, "
             "keep-alive):", "", "```",
             _json({"concurrency_8": e["load"],
-                   "concurrency_1": e.get("load_concurrency_1")}),
+                   "concurrency_1": e.get("load_concurrency_1"),
+                   "concurrency_16": e.get("load_concurrency_16"),
+                   "concurrency_16_mixed": e.get(
+                       "load_concurrency_16_mixed")}),
             "```", ""]
   return lines
 

@@ -248,6 +248,9 @@ def bench() -> List[Group]:
            "ranking: seeds of the TFRS-tutorial DCN."),
       Flag("load_requests", "integer", 400, "e2e: /recommend requests."),
       Flag("load_concurrency", "integer", 8, "e2e: concurrent clients."),
+      Flag("load_invalid_share", "float", 0.4,
+           "e2e: share of invalid requests in the mixed load at 16 "
+           "concurrent clients."),
       Flag("e2e_holdout_users", "float", 0.1,
            "e2e: share of the users with ratings left out of every fit "
            "(evaluated as new users).")]),
