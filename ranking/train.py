@@ -9,7 +9,9 @@ writes into RUN:
     RUN/metrics.json         test metrics (see `evaluate.evaluate`)
     RUN/logs/                TensorBoard: per-epoch losses/metrics, hparams,
                              feature-interaction heatmap (and MMoE gates)
-    RUN/checkpoints/         best weights so far (Keras TF checkpoint)
+    RUN/checkpoints/         per-epoch checkpoints (`tfrs_pipeline.resume`:
+                             a rerun resumes exactly), best weights
+                             so far in them
     RUN/interactions.png     DCN-v2 cross-weight heatmap
     RUN/gates.png            MMoE gate utilization (mmoe only)
     RUN/export/V/ranking/    SavedModel (`serving_model`), a new version
@@ -44,7 +46,7 @@ import tensorflow as tf
 from ranking import evaluate, interactions, listwise, serving_model
 from ranking.model import (LIST_MASK, RATED, RankingConfig, build_model,
                            ranking_inputs)
-from tfrs_pipeline import features, optim, pipeline, runs
+from tfrs_pipeline import features, optim, pipeline, resume, runs
 
 __all__ = ["RankingConfig", "Prepared", "train_and_evaluate",
            "sample_negatives", "prepare", "fit"]
@@ -231,6 +233,17 @@ def with_negatives(ratings: Columns, prepared: Prepared,
                                              prepared.movies))
 
 
+def examples(columns: Columns,
+             encoder: Optional[features.FeatureEncoder] = None
+             ) -> tf.data.Dataset:
+  """Unbatched examples of `columns`; with `encoder`, its bag-of-ids
+  features looked up once and cached (see `dataset`)."""
+  ds = tf.data.Dataset.from_tensor_slices(dict(columns))
+  if encoder is not None:
+    ds = encoder.with_ids(ds, drop_sources=True).cache()
+  return ds
+
+
 def dataset(columns: Columns, batch_size: int,
             seed: Optional[int] = None,
             encoder: Optional[features.FeatureEncoder] = None
@@ -238,9 +251,7 @@ def dataset(columns: Columns, batch_size: int,
   """Batches of `columns` (shuffled when `seed` is given). With `encoder`
   its bag-of-ids features (user histories, genres) are looked up once and
   cached (`FeatureEncoder.with_ids`) instead of in every epoch's steps."""
-  ds = tf.data.Dataset.from_tensor_slices(dict(columns))
-  if encoder is not None:
-    ds = encoder.with_ids(ds, drop_sources=True).cache()
+  ds = examples(columns, encoder)
   if seed is not None:
     ds = ds.shuffle(len(next(iter(columns.values()))), seed=seed,
                     reshuffle_each_iteration=True)
@@ -274,9 +285,16 @@ class _TimeBudget(tf.keras.callbacks.Callback):
   def __init__(self, seconds: float, log):
     super().__init__()
     self._seconds, self._log = seconds, log
+    self._spent = 0.0  # fit seconds before a resume
+
+  def get_state(self):
+    return {"seconds": time.perf_counter() - self._start}
+
+  def set_state(self, state):
+    self._spent = float(state["seconds"])
 
   def on_train_begin(self, logs=None):
-    self._start = time.perf_counter()
+    self._start = time.perf_counter() - self._spent
 
   def on_epoch_end(self, epoch, logs=None):
     elapsed = time.perf_counter() - self._start
@@ -286,14 +304,25 @@ class _TimeBudget(tf.keras.callbacks.Callback):
       self.model.stop_training = True
 
 
+# Fields that may change when resuming a run (the rest must match).
+RESUMABLE_CHANGES = ("epochs", "patience", "max_train_seconds")
+
+
+def _signature(config: RankingConfig, **data) -> Dict[str, Any]:
+  """What a checkpoint must have been trained with to be resumed."""
+  return {"config": {k: v for k, v in dataclasses.asdict(config).items()
+                     if k not in RESUMABLE_CHANGES}, "data": data}
+
+
 def monitor_metric(config: RankingConfig) -> str:
   return "val_rmse" if config.model == "dcn" else "val_rating_rmse"
 
 
 def fit(config: RankingConfig, prepared: Prepared, run: runs.RunDir,
         log=print, verbose: int = 0) -> tf.keras.Model:
-  """Builds and trains the model with early stopping; returns it with the
-  best validation weights restored."""
+  """Builds and trains the model with early stopping, resuming from
+  RUN/checkpoints (`resume.fit`); returns it with the best validation
+  weights restored and the run's `resume.FitResult` as `fit_result`."""
   runs.set_seeds(config.seed)
   model = build_model(config, prepared.vocabularies, prepared.global_mean,
                       prepared.user_counts, prepared.movie_counts)
@@ -304,27 +333,33 @@ def fit(config: RankingConfig, prepared: Prepared, run: runs.RunDir,
                                 config.seed + 1, exclude=prepared.train)
   log(f"[ranking] {config.model}: {len(train[features.LABEL])} train / "
       f"{len(validation[features.LABEL])} validation examples")
+  n = len(train[features.LABEL])
+  steps = optim.steps_per_epoch(n, config.batch_size)
   model.compile(optimizer=optim.adam(
-      config.learning_rate, config.lr_schedule, config.epochs
-      * optim.steps_per_epoch(len(train[features.LABEL]), config.batch_size)))
+      config.learning_rate, config.lr_schedule, config.epochs * steps))
   callbacks = [
-      tf.keras.callbacks.EarlyStopping(
+      resume.EarlyStopping(
           monitor=monitor_metric(config), mode="min",
           patience=config.patience, restore_best_weights=True),
-      tf.keras.callbacks.TensorBoard(run.logs, histogram_freq=0,
-                                     write_graph=False, profile_batch=0),
-      tf.keras.callbacks.ModelCheckpoint(
-          os.path.join(run.checkpoints, "best"), monitor=monitor_metric(
-              config), mode="min", save_best_only=True,
-          save_weights_only=True),
       _Progress(log, time.perf_counter()),
   ]
   if config.max_train_seconds:
     callbacks.append(_TimeBudget(config.max_train_seconds, log))
   encoder = model.inputs_layer.encoder
-  model.fit(dataset(train, config.batch_size, config.seed, encoder),
-            validation_data=dataset(validation, 8192, encoder=encoder),
-            epochs=config.epochs, callbacks=callbacks, verbose=verbose)
+  train_examples = examples(train, encoder)
+
+  def epoch_data(epoch):  # epoch's own shuffle: recomputed on resume
+    return train_examples.shuffle(n, seed=resume.epoch_seed(
+        config.seed, epoch)).batch(config.batch_size)
+
+  model.fit_result = resume.fit(
+      model, epoch_data, epochs=config.epochs, steps_per_epoch=steps,
+      seed=config.seed, directory=run.checkpoints, logdir=run.logs,
+      callbacks=callbacks,
+      validation_data=dataset(validation, 8192, encoder=encoder),
+      signature=_signature(config, n=n),
+      example_batch=next(iter(train_examples.batch(8))), log=log,
+      verbose=verbose)
   return model
 
 
@@ -407,10 +442,11 @@ def train_prepared(config: RankingConfig, prepared: Prepared,
   experiments reuse one `Prepared`)."""
   with runs.Timer() as t:
     model = fit(config, prepared, run, log)
-  epochs = len(model.history.epoch) if model.history else config.epochs
+  epochs = model.fit_result.epochs
   log(f"[ranking] trained {epochs} epochs in {t.seconds:.0f}s")
   metrics = evaluate_model(model, config, prepared, log)
   metrics.update(model=config.model, train_seconds=t.seconds, epochs=epochs,
+                 history=model.fit_result.history,
                  num_train=len(prepared.train[features.LABEL]))
   interactions.write_all(model, config, prepared, run, metrics, log=log)
   log_hparams(config, metrics, run.logs)
@@ -472,12 +508,12 @@ def fit_source_vocabularies(lists: Lists) -> features.Vocabularies:
   return features.Vocabularies.fit([batch], features.source_features())
 
 
-def list_dataset(lists: Lists, batch_size: int,
+def list_dataset(lists: Lists, batch_size: Optional[int],
                  encoder: features.FeatureEncoder,
                  seed: Optional[int] = None) -> tf.data.Dataset:
   """Batches of lists: per-user inputs [B], per-candidate [B, L]; the
   ids of the user-side bag features (rated movies) looked up once and
-  cached."""
+  cached. `batch_size` None: the cached lists, unbatched."""
   ds = tf.data.Dataset.from_tensor_slices({**lists.users,
                                            **lists.candidates})
   bags = [e for e in encoder.embeddings
@@ -495,6 +531,8 @@ def list_dataset(lists: Lists, batch_size: int,
   ds = ds.batch(256).map(add).unbatch().cache()
   if seed is not None:
     ds = ds.shuffle(lists.size, seed=seed, reshuffle_each_iteration=True)
+  if batch_size is None:
+    return ds
   return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
@@ -570,35 +608,52 @@ def fit_lists(config: RankingConfig, lists: Lists, context: ListContext,
   log(f"[ranking] {config.model} on candidate lists: {train.size} train / "
       f"{validation.size} validation users, "
       f"{lists.candidates['movie_id'].shape[1]} candidates each")
+  encoder = model.inputs_layer.encoder
   steps = optim.steps_per_epoch(train.size, config.lists_per_batch)
-  train_ds = list_dataset(train, config.lists_per_batch,
-                          model.inputs_layer.encoder, config.seed).repeat()
+  list_steps, rating_steps = steps, 0
+  train_lists = list_dataset(train, None, encoder)
+  rating_examples = None
   if ratings is not None:
     rating_steps = optim.steps_per_epoch(ratings.size, config.batch_size)
-    rating_ds = list_dataset(ratings, config.batch_size,
-                             model.inputs_layer.encoder, config.seed + 1)
+    rating_examples = list_dataset(ratings, None, encoder)
     log(f"[ranking] + {ratings.size} ratings as one-candidate lists "
         f"({rating_steps} batches per epoch)")
-    train_ds = tf.data.Dataset.sample_from_datasets(
-        [train_ds, rating_ds.repeat()],
-        weights=[float(steps), float(rating_steps)], seed=config.seed)
     steps += rating_steps
+
+  def epoch_data(epoch):  # epoch's own shuffles: recomputed on resume
+    seed = resume.epoch_seed(config.seed, epoch)
+    ds = train_lists.shuffle(train.size, seed=seed).batch(
+        config.lists_per_batch)
+    if rating_examples is None:
+      return ds
+    rating_ds = rating_examples.shuffle(ratings.size, seed=seed + 1).batch(
+        config.batch_size)
+    return tf.data.Dataset.sample_from_datasets(
+        [ds.repeat(), rating_ds.repeat()],
+        weights=[float(list_steps), float(rating_steps)],
+        seed=seed + 2).take(steps)
+
   model.compile(optimizer=optim.adam(
       config.learning_rate, config.lr_schedule, config.epochs * steps))
   callbacks = [
       _ListValidation(validation),
-      tf.keras.callbacks.EarlyStopping(
+      resume.EarlyStopping(
           monitor="val_ndcg_at_10", mode="max", patience=config.patience,
           restore_best_weights=True),
-      tf.keras.callbacks.TensorBoard(run.logs, histogram_freq=0,
-                                     write_graph=False, profile_batch=0),
       _Progress(log, time.perf_counter()),
   ]
   if config.max_train_seconds:
     callbacks.append(_TimeBudget(config.max_train_seconds, log))
-  model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps,
-            callbacks=callbacks, verbose=verbose)
-  history = model.history.history if model.history else {}
+  fitted = resume.fit(
+      model, epoch_data, epochs=config.epochs, steps_per_epoch=steps,
+      seed=config.seed, directory=run.checkpoints, logdir=run.logs,
+      callbacks=callbacks,
+      signature=_signature(config, lists=list(lists.candidates[
+          "movie_id"].shape),
+                           ratings=0 if ratings is None else ratings.size),
+      example_batch=next(iter(train_lists.batch(2))), log=log,
+      verbose=verbose)
+  history = fitted.history
   ndcg = history.get("val_ndcg_at_10", [])
   best = int(np.argmax(ndcg)) if ndcg else 0
   val = {k[4:]: float(v[best]) for k, v in history.items()

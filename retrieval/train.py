@@ -15,8 +15,8 @@ What a run writes (`tfrs_pipeline.runs`):
 
     RUN/config.json        {"retrieval": RetrievalConfig, "data": DataConfig}
     RUN/vocabularies.json  train vocabularies
-    RUN/checkpoints/       tf.train.CheckpointManager: model, optimizer and
-                           epoch counter, saved after every epoch
+    RUN/checkpoints/       per-epoch checkpoints (`tfrs_pipeline.resume`):
+                           model, optimizer, epoch, history
     RUN/logs/              TensorBoard: epoch loss (`loss_per_example`:
                            the epoch's mean softmax loss; `loss` is
                            TFRS's last-batch sum) and sampled test top-k
@@ -33,8 +33,11 @@ What a run writes (`tfrs_pipeline.runs`):
                            and V in metrics.json's `export`
 
 Resuming: rerunning with the same RUN restores the latest checkpoint (and
-the saved vocabularies) and continues from the next epoch; a run that had
-finished all its epochs is only re-evaluated and re-exported.
+the saved vocabularies) and continues from the next epoch, exactly: the
+weights, history and metrics equal an uninterrupted run's (each epoch's
+shuffle and random ops are seeded by (seed, epoch), `tfrs_pipeline.resume`);
+a run that had finished all its epochs is only re-evaluated and
+re-exported.
 """
 
 from __future__ import annotations
@@ -55,19 +58,19 @@ from retrieval import evaluate as evaluate_lib
 from retrieval import model as model_lib
 from retrieval import serving_model
 from retrieval.model import RetrievalConfig
-from tfrs_pipeline import errors, features, optim, pipeline, runs
+from tfrs_pipeline import errors, features, optim, pipeline, resume, runs
 
 __all__ = ["RetrievalConfig", "train_and_evaluate"]
 
 
 class _EpochEnd(tf.keras.callbacks.Callback):
-  """Per epoch: sampled test top-k accuracy (added to the logs, so the
-  TensorBoard callback after it records it), then a checkpoint."""
+  """Per epoch: sampled test top-k accuracy, added to the logs (so the
+  epoch's checkpointed history and TensorBoard scalars hold it)."""
 
-  def __init__(self, data, model, sample, manager, epoch_var, log):
+  def __init__(self, data, model, sample, log):
     super().__init__()
     self._data, self._model, self._sample = data, model, sample
-    self._manager, self._epoch, self._log = manager, epoch_var, log
+    self._log = log
 
   def on_epoch_end(self, epoch, logs=None):
     logs = logs if logs is not None else {}
@@ -85,9 +88,6 @@ class _EpochEnd(tf.keras.callbacks.Callback):
                 f"{logs.get('loss_per_example', 0):.4f}, "
                 + ", ".join(f"sampled test {k} {v:.4f}"
                             for k, v in acc.items()))
-    self._epoch.assign(epoch + 1)
-    path = self._manager.save(checkpoint_number=epoch + 1)
-    self._log(f"[train] checkpoint {path}")
 
 
 def _write_projector(logdir: str, movies: Dict[str, np.ndarray],
@@ -220,40 +220,30 @@ def train_and_evaluate(config: RetrievalConfig,
       config.learning_rate, config.lr_schedule, config.epochs
       * optim.steps_per_epoch(num_examples, config.batch_size))
   model.compile(optimizer=optimizer)
-  # Build variables (model and optimizer slots) before restoring.
-  for batch in examples.batch(8).take(1):
-    model.compute_loss(batch, training=True)
+  example_batch = next(iter(examples.batch(8)))  # builds the variables
   if config.examples == "user":  # one epoch: that many passes
     examples = examples.cache().repeat(config.passes_per_epoch)
-  train = data.batches(examples, config.batch_size, shuffle_seed=config.seed)
-  optimizer.build(model.trainable_variables)
-  epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
-                                   epoch=epoch)
-  manager = tf.train.CheckpointManager(checkpoint, run.checkpoints,
-                                       max_to_keep=3)
-  if manager.latest_checkpoint:
-    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    log(f"[train] restored {manager.latest_checkpoint} (epoch "
-        f"{int(epoch.numpy())} of {config.epochs})")
-  initial_epoch = int(epoch.numpy())
+  examples = examples.cache()
+  steps = int(examples.batch(config.batch_size).reduce(
+      np.int64(0), lambda n, _: n + 1))
 
-  training_seconds = 0.0
-  if initial_epoch < config.epochs:
-    log(f"[train] {unit} per epoch, batch {config.batch_size}, epochs "
-        f"{initial_epoch + 1}..{config.epochs}")
-    callbacks = [
-        _EpochEnd(data, model, config.eval_sample, manager, epoch, log),
-        tf.keras.callbacks.TensorBoard(run.logs, write_graph=False,
-                                       profile_batch=0),
-    ]
-    with runs.Timer() as timer:
-      model.fit(train, epochs=config.epochs, initial_epoch=initial_epoch,
-                callbacks=callbacks, verbose=2)
-    training_seconds = timer.seconds
-    log(f"[train] trained in {training_seconds:.0f} s")
-  else:
+  def epoch_data(epoch):  # epoch's own shuffle: recomputed on resume
+    return examples.shuffle(100_000, seed=resume.epoch_seed(
+        config.seed, epoch)).batch(config.batch_size)
+
+  log(f"[train] {unit} per epoch ({steps} batches of {config.batch_size}), "
+      f"{config.epochs} epochs")
+  fitted = resume.fit(
+      model, epoch_data, epochs=config.epochs, steps_per_epoch=steps,
+      seed=config.seed, directory=run.checkpoints, logdir=run.logs,
+      callbacks=[_EpochEnd(data, model, config.eval_sample, log)],
+      example_batch=example_batch, log=log, verbose=2)
+  initial_epoch, training_seconds = fitted.initial_epoch, fitted.seconds
+  if initial_epoch >= config.epochs:
     log("[train] all epochs done already; evaluating")
+  else:
+    log(f"[train] trained epochs {initial_epoch + 1}..{fitted.epochs} in "
+        f"{training_seconds:.0f} s")
 
   result = evaluate_lib.evaluate(model, data, log=log)
   movie_ids = result.pop("movie_ids")
@@ -267,7 +257,8 @@ def train_and_evaluate(config: RetrievalConfig,
 
   result.update(
       training_seconds=training_seconds,
-      epochs_trained=config.epochs - initial_epoch,
+      epochs_trained=fitted.epochs - initial_epoch,
+      history=fitted.history,
       total_seconds=time.perf_counter() - start,
       export=exported,
       config=dataclasses.asdict(config),
