@@ -661,6 +661,8 @@ def fit_lists(config: RankingConfig, lists: Lists, context: ListContext,
   val["epochs"] = len(ndcg)
   val["best_epoch"] = best + 1
   log_hparams(config, val, run.logs, split="validation")
+  # The cross-layer heatmap (TensorBoard's Images, RUN/interactions.png).
+  interactions.write_all(model, config, None, run, {}, log=log)
   return model, val
 
 

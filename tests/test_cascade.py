@@ -346,6 +346,8 @@ def test_list_ranker_trains_every_epoch_and_exports(fake_data, fitted,  # pylint
   steps = -(-int(lists.size * 0.9) // 8)
   assert int(model.optimizer.iterations.numpy()) >= 3 * (steps - 1)
   assert losses[-1] < losses[0]
+  # The MMoE's cross-layer heatmap, as the rating ranker writes it.
+  assert (tmp_path / "r" / "interactions.png").is_file()
   # The export ranks the graph's candidates: k best by its score.
   path = ranking_train.export_lists_model(
       model, cascade.list_context(fake_data),
