@@ -84,6 +84,17 @@ def test_help_needs_no_tensorflow(helps):
   assert p.stderr == "" and seconds < 2.0, (seconds, p.stderr)
 
 
+def test_help_into_a_closed_pipe_ends_quietly():
+  # As `... --help | head -1` when head has gone: the reader closes the
+  # pipe before the command writes. No BrokenPipeError traceback.
+  p = subprocess.Popen([CONSOLE, "train", "retrieval", "--help"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  p.stdout.close()
+  err = p.stderr.read().decode()
+  assert p.wait(60) == 1
+  assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
 def test_each_command_lists_only_its_flags(helps):
   texts, _ = helps
   for key in cli.COMMANDS:

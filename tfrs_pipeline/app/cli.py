@@ -23,6 +23,7 @@ lines, missing data or exports, invalid requests) print one line
 
 import collections
 import importlib
+import os
 import shutil
 import sys
 import textwrap
@@ -100,6 +101,18 @@ def _usage() -> str:
 
 
 def run(argv=None) -> None:
+  """The `tfrs-pipeline` entry point. Output piped into a reader that
+  stops early (`| head`) ends the command quietly, as the Python docs
+  advise for SIGPIPE, instead of a BrokenPipeError traceback."""
+  try:
+    _run(argv)
+  except BrokenPipeError:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # Python's exit flush fails else
+    sys.exit(1)
+
+
+def _run(argv=None) -> None:
   argv = list(sys.argv if argv is None else argv)
   words = [a for a in argv[1:3] if not a.startswith("-")]
   for n in (2, 1):
