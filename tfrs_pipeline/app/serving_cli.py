@@ -9,7 +9,8 @@ service module is imported after the check), `export_check.check` looks
 at every file the server needs. A missing or broken one exits at once
 with its typed error naming the file (exit code 4 missing, 3 broken),
 or with `--on_broken_export=unavailable` the server stays up answering
-503 with the reason. A failure while loading the models exits the same
+503 with the reason (`unavailable.py`: no TensorFlow, the port opens in
+about a second). A failure while loading the models exits the same
 way (after the port was opened). Flags: `flag_specs.serve`.
 """
 
@@ -20,7 +21,7 @@ from absl import flags
 import uvicorn
 
 from tfrs_pipeline import errors
-from tfrs_pipeline.app import export_check, run_config
+from tfrs_pipeline.app import export_check, run_config, unavailable
 
 FLAGS = flags.FLAGS  # defined by flag_specs (serve)
 SERVING = "tfrs_pipeline.app.serving"  # imported after the check
@@ -43,11 +44,14 @@ def main(argv) -> None:
   log.info("serving the runs under %s (split %s, history %s)", FLAGS.runs,
            split or "not recorded", FLAGS.history)
   exit_on_failure = FLAGS.on_broken_export == "exit"
-  problem = export_check.error(export_check.check(FLAGS.runs))
+  found = export_check.check(FLAGS.runs)
+  problem = export_check.error(found)
   if problem is not None:
     if exit_on_failure:
       raise problem
     log.warning("answering 503: %s", problem)
+    _server(unavailable.create_app(problem, found, FLAGS.admin_reload)).run()
+    return
   serving = importlib.import_module(SERVING)
   failure = {}
   server = None
@@ -61,9 +65,13 @@ def main(argv) -> None:
       FLAGS.max_body_bytes,
       on_failure=on_failure if exit_on_failure else None,
       admin_reload=FLAGS.admin_reload)
-  server = uvicorn.Server(uvicorn.Config(
-      app, host=FLAGS.host, port=FLAGS.port, log_level=FLAGS.log_level,
-      access_log=FLAGS.log_level == "debug"))
+  server = _server(app)
   server.run()
   if "error" in failure:
     raise _as_error(failure["error"])
+
+
+def _server(app) -> uvicorn.Server:
+  return uvicorn.Server(uvicorn.Config(
+      app, host=FLAGS.host, port=FLAGS.port, log_level=FLAGS.log_level,
+      access_log=FLAGS.log_level == "debug"))
