@@ -409,6 +409,23 @@ def test_narrow_viewport_no_sideways_scroll(browser, server, tmp_path):  # pylin
     browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
+@pytest.mark.parametrize("width", (1024, 1280, 1400, 1800))
+def test_tables_fit_their_cards_at_desktop_widths(browser, server, width):  # pylint: disable=redefined-outer-name
+  """No table scrolls inside its card (a cut-off Why or Date column)."""
+  browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+      "width": width, "height": 900, "deviceScaleFactor": 1,
+      "mobile": False})
+  try:
+    browser.get(server["url"] + "/?user_id=7&k=20")
+    _wait(browser, lambda d: len(_rows(d, "recs")) == 20
+          and len(_rows(d, "ratings")) > 0)
+    scroll, client, inner, scrollers = browser.execute_script(_SIDEWAYS)
+    assert inner == width and scroll <= client, (scroll, client, inner)
+    assert not scrollers, scrollers
+  finally:
+    browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
 def test_docs_offline(browser, server):  # pylint: disable=redefined-outer-name
   """/docs renders Swagger UI with every https:// request blocked (the
   CDN FastAPI uses by default), loading only this server's files."""
