@@ -71,6 +71,8 @@ def test_health_and_readiness(server, client):  # pylint: disable=redefined-oute
       models["retrieval_signatures"])
   assert {"serving_default", "serve_features"} <= set(
       models["ranking_signatures"])
+  # Served with one TensorFlow thread per op (the serve default).
+  assert models["intra_op_threads"] == 1
 
 
 def test_openapi_and_docs(client):  # pylint: disable=redefined-outer-name

@@ -56,8 +56,10 @@ from data import movielens_enriched
 from tfrs_pipeline import dataset, features
 
 _FEATURES = movielens_enriched.tfds_movielens_features()
-_GENRE_NAMES = tf.constant(_FEATURES["movie_genres"].feature.names)
-_OCCUPATION_NAMES = tf.constant(_FEATURES["user_occupation_label"].names)
+# Plain lists (no tensor at import: importing the pipeline must not start
+# TensorFlow's runtime, so a server can still set its thread counts).
+_GENRE_NAMES = list(_FEATURES["movie_genres"].feature.names)
+_OCCUPATION_NAMES = list(_FEATURES["user_occupation_label"].names)
 
 
 # `Input.decode`: a MOVIELENS-stored value -> the model input.

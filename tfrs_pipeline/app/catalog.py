@@ -46,7 +46,7 @@ class UnknownMovieError(InvalidRequestError):
 
 def occupations() -> List[str]:
   """The occupation labels the models know (TFDS `movielens` labels)."""
-  return list(pipeline._OCCUPATION_NAMES.numpy().astype(str))  # pylint: disable=protected-access
+  return list(pipeline._OCCUPATION_NAMES)  # pylint: disable=protected-access
 
 
 def age_bucket(age: int) -> str:

@@ -156,6 +156,11 @@ def _served() -> List[Flag]:
            "`all` the data (train + test) or in the `train` split only "
            "(the offline evaluation's view).",
            _values("tfrs_pipeline.app.catalog.HISTORY_CHOICES")),
+      Flag("intra_op_threads", "integer", source_reader.constant(
+          "tfrs_pipeline.app.recommender", "SERVING_INTRA_OP_THREADS"),
+           "TensorFlow threads per op while serving; 0: TensorFlow's "
+           "default (one per core). A request's ops are small, so 1 is "
+           "the fastest here (concurrent requests are batched instead)."),
       Flag("num_candidates", "integer", source_reader.constant(
           "tfrs_pipeline.app.recommender", "DEFAULT_CANDIDATES"),
            "Merged candidates ranked per request; 0: the trained "

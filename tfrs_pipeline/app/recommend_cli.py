@@ -154,6 +154,7 @@ def parse_ratings(text: str) -> List[Tuple[str, Optional[float]]]:
 
 def recommend_main(argv) -> None:
   del argv
+  recommender_lib.set_op_threads(FLAGS.intra_op_threads)  # before any op
   logging.set_verbosity(logging.WARNING)
   demo = {i.request: FLAGS[i.request].value
           for i in features.request_inputs()}

@@ -53,6 +53,8 @@ def main(argv) -> None:
     _server(unavailable.create_app(problem, found, FLAGS.admin_reload)).run()
     return
   serving = importlib.import_module(SERVING)
+  if not serving.recommender.set_op_threads(FLAGS.intra_op_threads):
+    log.warning("--intra_op_threads: TensorFlow had already started")
   failure = {}
   server = None
 
