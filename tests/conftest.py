@@ -64,3 +64,13 @@ def fake_data(fake_raw, fake_data_dir):
   return pipeline.load_data(
       pipeline.DataConfig(raw_data=fake_raw["path"], data_dir=fake_data_dir),
       log=lambda *a: None)
+
+
+# The longest test file first: with `make test`'s two workers (`-n 2
+# --dist loadfile`) it then runs while the other worker takes the rest;
+# collected in name order it started late and finished last, alone.
+_FIRST = ("test_retrieval_realdata.py",)
+
+
+def pytest_collection_modifyitems(items):
+  items.sort(key=lambda item: item.path.name not in _FIRST)  # stable
