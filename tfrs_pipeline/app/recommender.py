@@ -111,11 +111,10 @@ class Recommender:
     problem = export_check.error(found)
     if problem is not None:
       raise problem
-    version = {name: os.path.dirname(c.path) if name == "retrieval"
-               else c.path for name, c in found.items()}
     if catalog is None:
       catalog = load_catalog(found["catalog"].path, history)
-    rec = cls(os.path.dirname(found["sources"].path), version["retrieval"],
+    rec = cls(os.path.dirname(found["sources"].path),
+              os.path.dirname(found["retrieval"].path),
               found["ranking"].path, catalog, **kwargs)
     rec.versions = {name: c.version for name, c in found.items()}
     return rec
