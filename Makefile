@@ -48,7 +48,7 @@ install:
 	@bash scripts/install_chromium.sh
 
 test: install
-	$(BIN)/python -m pytest -q --durations=10 -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q --durations=10 -n 2 --dist loadgroup
 
 data: install
 	$(CLI) data prepare $(RAW_FLAG) $(DATA_FLAG)

@@ -67,10 +67,24 @@ def fake_data(fake_raw, fake_data_dir):
 
 
 # The longest test file first: with `make test`'s two workers (`-n 2
-# --dist loadfile`) it then runs while the other worker takes the rest;
+# --dist loadgroup`) it then runs while the other worker takes the rest;
 # collected in name order it started late and finished last, alone.
 _FIRST = ("test_retrieval_realdata.py",)
 
 
+# `make test` distributes by `xdist_group` (`--dist loadgroup`): each file
+# is one group, so its module fixtures are built once, except that every
+# file using the session fixture `small_runs` (a `train all` of ~1 min)
+# joins one group, so one worker trains those runs once instead of each
+# worker training its own copy.
+SMALL_RUNS_GROUP = "small_runs"
+
+
 def pytest_collection_modifyitems(items):
   items.sort(key=lambda item: item.path.name not in _FIRST)  # stable
+  shared = {item.path.name for item in items
+            if SMALL_RUNS_GROUP in getattr(item, "fixturenames", ())}
+  for item in items:
+    name = item.path.name
+    item.add_marker(pytest.mark.xdist_group(
+        SMALL_RUNS_GROUP if name in shared else name))
