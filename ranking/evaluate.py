@@ -4,6 +4,10 @@ Metrics (all on the test split, never used for tuning):
 
 * every model: `rmse`, `mae` of the served (clipped) rating; the global
   mean's `global_mean_rmse` / `global_mean_mae` on the same split;
+  `spearman` (mean per-user Spearman rank correlation of predicted and
+  true ratings, `metrics.spearman_per_user`) over `spearman_users` users;
+  `liked_auc` (rating >= 4) scored by the predicted rating (the MMoE's
+  by its liked head, below);
 * MMoE, per task:
     - `rating_rmse`, `rating_mae` (= `rmse`, `mae`);
     - `liked_auc`, `liked_log_loss`: P(liked) vs rating >= 4 on the test
@@ -77,10 +81,12 @@ def evaluate(model: tf.keras.Model, config: RankingConfig, prepared,
       "global_mean_mae": metrics.mae(
           labels, np.full_like(labels, prepared.global_mean)),
       "num_test": int(len(labels)),
+      **metrics.spearman_per_user(test["user_id"], labels, out["rating"]),
   }
-  if not isinstance(model, MMoE):
-    return result
   liked = labels >= LIKED_THRESHOLD
+  if not isinstance(model, MMoE):
+    result["liked_auc"] = metrics.auc(liked, out["rating"])
+    return result
   result.update(
       rating_rmse=result["rmse"], rating_mae=result["mae"],
       liked_auc=metrics.auc(liked, out["liked"]),

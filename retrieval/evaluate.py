@@ -9,7 +9,9 @@ RUN/metrics.json):
   Nothing is excluded: `tfrs.metrics.FactorizedTopK` semantics, computed
   from exported query and candidate embeddings with
   `tfrs_pipeline.metrics` instead of `model.evaluate` (much faster).
-* `recall_at_{10,20,100}`, `ndcg_at_{10,20,100}` (and
+* `recall_at_{10,20,100}`, `ndcg_at_{10,20,100}`,
+  `precision_at_{10,20,100}`, `map_at_{10,20,100}` (`metrics.
+  RankingMetrics`; and
   `capped_recall_at_{k}`: hits / min(k, |relevant|), the flavour some
   reports call recall): one query per user with
   a test rating: the user's features and history with the timestamp of the
@@ -179,9 +181,9 @@ def evaluate(model: model_lib.RetrievalModel, data: pipeline.Data,
 
 def _ranking(score_users, interactions: baselines.Interactions,
              top_k: bool = False) -> Dict[str, float]:
-  """recall/NDCG (train excluded) and `capped_recall_at_{k}` (recall over
-  min(k, |relevant|)); with `top_k`, also top-k accuracy (per user query,
-  as `baselines.popularity` reports it)."""
+  """recall/NDCG/precision/MAP (train excluded) and `capped_recall_at_{k}`
+  (recall over min(k, |relevant|)); with `top_k`, also top-k accuracy (per
+  user query, as `baselines.popularity` reports it)."""
   top_ks = metrics.TOP_KS if top_k else ()
   out = baselines.evaluate_user_scores(
       score_users, interactions, top_ks=top_ks,

@@ -13,7 +13,8 @@ from retrieval import baselines as retrieval_baselines
 from tfrs_pipeline import metrics
 
 RETRIEVAL_KEYS = {f"top_{k}_accuracy" for k in metrics.TOP_KS} | {
-    f"{name}_at_{k}" for name in ("recall", "ndcg") for k in metrics.RANKING_KS}
+    f"{name}_at_{k}" for name in metrics.RankingMetrics.NAMES
+    for k in metrics.RANKING_KS}
 
 
 def _frame(users, movies, ratings=None) -> pd.DataFrame:

@@ -159,6 +159,74 @@ def test_ranking_accumulator_counts_users_and_matches_batch():
     assert value == pytest.approx(whole[key])
 
 
+def test_precision_and_map_by_hand_with_exclusion():
+  # The example of test_ranking_metrics_by_hand: user 0's list without
+  # item 0 is 1, 2, 3, 4 with relevant {2, 4} (hits at ranks 2 and 4);
+  # user 1's list is 4, 3, 2, 1, 0 with relevant {4} (hit at rank 1).
+  scores = np.array([[9., 5., 4., 3., 2.],
+                     [0., 1., 2., 3., 4.]])
+  exclude = np.zeros((2, 5), bool)
+  exclude[0, 0] = True
+  relevant = np.zeros((2, 5), bool)
+  relevant[0, [2, 4]] = True
+  relevant[1, 4] = True
+  got = metrics.ranking_metrics(scores, relevant, exclude, ks=(2, 4))
+  # precision@2: 1/2, 1/2; precision@4: 2/4, 1/4.
+  assert got["precision_at_2"] == pytest.approx(0.5)
+  assert got["precision_at_4"] == pytest.approx((2 / 4 + 1 / 4) / 2)
+  # AP@2: user 0 (1/2) / min(2, 2); user 1: 1 / 1.
+  assert got["map_at_2"] == pytest.approx((0.25 + 1.0) / 2)
+  # AP@4: user 0 (1/2 + 2/4) / 2; user 1: 1.
+  assert got["map_at_4"] == pytest.approx((0.5 + 1.0) / 2)
+  # Without the exclusion user 0's list is 0, 1, 2, 3: hit at rank 3 only.
+  plain = metrics.ranking_metrics(scores, relevant, None, ks=(2, 4))
+  assert plain["precision_at_2"] == pytest.approx((0 + 0.5) / 2)
+  assert plain["map_at_4"] == pytest.approx(((1 / 3) / 2 + 1.0) / 2)
+
+
+def test_list_metrics_equal_ranking_metrics():
+  rng = np.random.default_rng(5)
+  scores = rng.standard_normal((20, 30))
+  relevant = rng.random((20, 30)) < 0.15
+  exclude = (rng.random((20, 30)) < 0.2) & ~relevant
+  ks = (3, 10, 40)  # 40 > N: lists shorter than k
+  expected = metrics.ranking_metrics(scores, relevant, exclude, ks=ks)
+  lists = metrics.ListMetrics(ks)
+  for s, r, e in zip(scores, relevant, exclude):
+    order = [i for i in np.argsort(-s, kind="stable") if not e[i]]
+    lists.update(order, set(np.flatnonzero(r)))
+  got = lists.result()
+  assert set(got) == set(expected)
+  for key, value in expected.items():
+    assert got[key] == pytest.approx(value), key
+
+
+def test_spearman_per_user_by_hand_with_ties():
+  rows = [
+      # a: true ranks 1, 2, 3, predicted 1, 3, 2: 1 - 6 * 2 / (3 * 8).
+      ("a", 1, 0.1), ("a", 2, 0.3), ("a", 3, 0.2),
+      # b: true 4, 4, 5, 3 -> ranks 2.5, 2.5, 4, 1; predicted 1, 2, 3, 4.
+      # Centred: x = (0, 0, 1.5, -1.5), y = (-1.5, -.5, .5, 1.5):
+      # sum xy = -1.5, sum x^2 = 4.5, sum y^2 = 5 -> -1 / sqrt(10).
+      ("b", 4, 1.0), ("b", 4, 2.0), ("b", 5, 3.0), ("b", 3, 4.0),
+      ("c", 5, 1.0),                 # one rating: skipped
+      ("d", 3, 1.0), ("d", 3, 2.0),  # constant true ratings: skipped
+      ("e", 1, 2.0), ("e", 2, 2.0),  # constant predictions: 0
+  ]
+  users, labels, predictions = zip(*rows)
+  order = np.random.default_rng(6).permutation(len(rows))  # any order
+  got = metrics.spearman_per_user(np.array(users)[order],
+                                  np.array(labels)[order],
+                                  np.array(predictions)[order])
+  assert got["spearman_users"] == 3
+  assert got["spearman"] == pytest.approx(
+      (0.5 - 1 / math.sqrt(10) + 0.0) / 3)
+  perfect = metrics.spearman_per_user([1, 1, 1], [1, 2, 2], [0, 5, 5])
+  assert perfect == {"spearman": pytest.approx(1.0), "spearman_users": 1}
+  none = metrics.spearman_per_user([1, 2], [3, 4], [3, 4])
+  assert none["spearman_users"] == 0 and math.isnan(none["spearman"])
+
+
 def test_interaction_mask():
   mask = metrics.interaction_mask([0, 1, 1], [2, 0, 2], (2, 3))
   np.testing.assert_array_equal(mask, [[0, 0, 1], [1, 0, 1]])

@@ -16,10 +16,11 @@ import pytest
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import tensorflow as tf
 
-from ranking import interactions, serving_model, train
+from ranking import evaluate, interactions, serving_model, train
 from ranking.model import (DCN, MMoE, RATED, TASKS, RankingConfig,
                            ranking_features, ranking_inputs)
 from tfrs_pipeline import features, runs
+from tfrs_pipeline import metrics as metrics_lib
 
 SMALL = dict(model="dcn", examples="ratings", score="engage_x_rating",
              deep_layers=(16,), expert_layers=(8,),
@@ -257,7 +258,7 @@ def mmoe_run(prepared, tmp_path_factory):
 def test_mmoe_metrics_and_plots(mmoe_run):
   _, metrics, run, _ = mmoe_run
   for key in ("rmse", "mae", "liked_auc", "liked_log_loss", "engagement_auc",
-              "engagement_log_loss", "global_mean_rmse"):
+              "engagement_log_loss", "global_mean_rmse", "spearman"):
     assert np.isfinite(metrics[key]), key
   util = metrics["gate_utilization"]
   assert set(util) == set(TASKS)
@@ -297,6 +298,20 @@ def test_export_reloads_in_fresh_process_and_matches(mmoe_run, prepared):
   via_ids = server.serving_default(tf.constant(row["user_id"]),
                                    tf.constant(row["movie_id"]))
   np.testing.assert_allclose(direct["rating"], via_ids["rating"], rtol=1e-5)
+
+
+def test_dcn_evaluation_has_the_rating_metrics(prepared):
+  model, config = _build(prepared)
+  _step(model, _batch(prepared.train))
+  got = evaluate.evaluate(model, config, prepared, None, log=lambda *a: None)
+  predicted = evaluate.predict(model, prepared.test)["rating"]
+  labels = prepared.test[features.LABEL]
+  assert got["liked_auc"] == pytest.approx(
+      metrics_lib.auc(labels >= 4, predicted))
+  expected = metrics_lib.spearman_per_user(prepared.test["user_id"], labels,
+                                           predicted)
+  assert got["spearman_users"] == expected["spearman_users"] > 0
+  assert got["spearman"] == pytest.approx(expected["spearman"])
 
 
 def test_dcn_export_outputs(prepared, tmp_path):

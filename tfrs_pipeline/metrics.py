@@ -18,11 +18,17 @@ Three families:
     recall@k = |top-k & relevant| / |relevant|
     ndcg@k   = DCG@k / IDCG@k, binary gains, DCG@k = sum_{r<=k, hit}
                1 / log2(r + 1), IDCG@k over min(k, |relevant|) hits.
+    precision@k = |top-k & relevant| / k
+    map@k    = sum_{r<=k, hit} precision@r / min(k, |relevant|)
   Ties in the top-k list are broken by the lower item index. Keys:
-  `recall_at_{k}`, `ndcg_at_{k}`. `capped_recall=True` divides by
-  min(k, |relevant|) instead (the "recall" of some papers and reports,
-  which reaches 1 for a perfect list); the keys stay the same.
-- Point-wise metrics: `rmse`, `mae`, `auc`, `log_loss`.
+  `recall_at_{k}`, `ndcg_at_{k}`, `precision_at_{k}`, `map_at_{k}`.
+  `capped_recall=True` divides recall by min(k, |relevant|) instead (the
+  "recall" of some papers and reports, which reaches 1 for a perfect
+  list); the keys stay the same. `ListMetrics` computes the same four
+  over ranked lists; both use `hit_list_metrics`.
+- Point-wise metrics: `rmse`, `mae`, `auc`, `log_loss`, and
+  `spearman_per_user` (mean per-user Spearman rank correlation between
+  predicted and true ratings).
 """
 
 from typing import Dict, Optional, Sequence
@@ -181,15 +187,68 @@ def top_k_items(scores: np.ndarray, k: int,
   return out
 
 
+def hit_list_metrics(hits: np.ndarray, num_relevant: np.ndarray,
+                     ks: Sequence[int], capped_recall: bool = False
+                     ) -> Dict[str, np.ndarray]:
+  """Per-user metrics of ranked lists from their hit matrix.
+
+  The one definition behind `RankingMetrics` and `ListMetrics`. At cut-off
+  k, with h_r = hits[u, r] (binary gains), |R| = num_relevant[u] and
+  n = min(k, |R|):
+
+      recall@k    = sum_{r<=k} h_r / |R|   (/ n with `capped_recall`)
+      precision@k = sum_{r<=k} h_r / k
+      ndcg@k      = sum_{r<=k} h_r / log2(r + 1)
+                    / sum_{r<=n} 1 / log2(r + 1)
+      map@k       = sum_{r<=k} h_r * precision@r / n
+
+  Args:
+    hits: [U, L] 0/1, 1 where the r-th item of user u's list (best first,
+      excluded items already removed) is relevant; lists shorter than k
+      count as misses beyond their end.
+    num_relevant: [U] relevant items per user, >= 1.
+    ks: cut-offs.
+    capped_recall: recall over n instead of |R|.
+
+  Returns:
+    `{f"{name}_at_{k}": [U] float64}` for name in recall, ndcg,
+    precision, map.
+  """
+  hits = np.asarray(hits, np.float64)
+  num_relevant = np.asarray(num_relevant, np.float64)
+  length = hits.shape[1]
+  positions = np.arange(1, length + 1)
+  discount = 1.0 / np.log2(positions + 1)
+  ideal = np.r_[0.0, np.cumsum(1.0 / np.log2(np.arange(2, max(ks) + 2)))]
+  cum_hits = np.cumsum(hits, axis=1)
+  precision_at = cum_hits / positions
+  out = {}
+  for k in ks:
+    h = hits[:, :k]
+    found = h.sum(axis=1)
+    n = np.minimum(num_relevant, k)
+    out[f"recall_at_{k}"] = found / (n if capped_recall else num_relevant)
+    out[f"ndcg_at_{k}"] = (h @ discount[:h.shape[1]]) / ideal[
+        n.astype(np.int64)]
+    out[f"precision_at_{k}"] = found / k
+    out[f"map_at_{k}"] = (h * precision_at[:, :k]).sum(axis=1) / n
+  return out
+
+
 class RankingMetrics:
-  """Accumulates per-user recall@k and NDCG@k (see module docstring).
+  """Accumulates per-user recall, NDCG, precision and MAP at each k over
+  [U, N] score matrices (see the module docstring; the definitions are
+  `hit_list_metrics`'s).
 
   ```python
   metric = RankingMetrics()
   metric.update(scores, relevant=test_mask, exclude=train_mask)
-  metric.result()  # {"recall_at_10": ..., "ndcg_at_10": ..., ...}
+  metric.result()  # {"recall_at_10": ..., "ndcg_at_10": ...,
+                   #  "precision_at_10": ..., "map_at_10": ..., ...}
   ```
   """
+
+  NAMES = ("recall", "ndcg", "precision", "map")
 
   def __init__(self, ks: Sequence[int] = RANKING_KS,
                capped_recall: bool = False):
@@ -198,8 +257,8 @@ class RankingMetrics:
     self.reset()
 
   def reset(self) -> None:
-    self._recall = np.zeros(len(self.ks))
-    self._ndcg = np.zeros(len(self.ks))
+    self._sums = {f"{name}_at_{k}": 0.0 for k in self.ks
+                  for name in self.NAMES}
     self._users = 0
 
   def update(self, scores: np.ndarray, relevant: np.ndarray,
@@ -220,18 +279,11 @@ class RankingMetrics:
     if exclude is not None:
       exclude = np.asarray(exclude, dtype=bool)[keep]
     top = top_k_items(scores, max(self.ks), exclude)
-    hits = np.take_along_axis(relevant, top, axis=1).astype(np.float64)
-    num_relevant = relevant.sum(axis=1)
-    discount = 1.0 / np.log2(np.arange(2, top.shape[1] + 2))
-    ideal = np.cumsum(discount)
-    for i, k in enumerate(self.ks):
-      found = hits[:, :k]
-      denominator = (np.minimum(num_relevant, k) if self.capped_recall
-                     else num_relevant)
-      self._recall[i] += (found.sum(axis=1) / denominator).sum()
-      dcg = found @ discount[:found.shape[1]]
-      idcg = ideal[np.minimum(num_relevant, found.shape[1]) - 1]
-      self._ndcg[i] += (dcg / idcg).sum()
+    hits = np.take_along_axis(relevant, top, axis=1)
+    per_user = hit_list_metrics(hits, relevant.sum(axis=1), self.ks,
+                                self.capped_recall)
+    for key, values in per_user.items():
+      self._sums[key] += float(values.sum())
     self._users += int(keep.sum())
 
   @property
@@ -241,11 +293,7 @@ class RankingMetrics:
 
   def result(self) -> Dict[str, float]:
     denominator = max(self._users, 1)
-    out = {}
-    for i, k in enumerate(self.ks):
-      out[f"recall_at_{k}"] = float(self._recall[i]) / denominator
-      out[f"ndcg_at_{k}"] = float(self._ndcg[i]) / denominator
-    return out
+    return {key: value / denominator for key, value in self._sums.items()}
 
 
 def ranking_metrics(scores: np.ndarray, relevant: np.ndarray,
@@ -266,34 +314,30 @@ class ListMetrics:
   """Per-user metrics of ranked lists, averaged over users.
 
   For a ranked list r (best first, already without excluded items) and
-  the user's relevant set R, at cut-off k (binary gains):
-  `ndcg_at_k` = DCG@k / ideal DCG@k, `recall_at_k` = hits / |R|,
-  `precision_at_k` = hits / k, `map_at_k` = sum_{i <= k, r_i in R}
-  precision@i / min(k, |R|). Users with an empty R are skipped.
+  the user's relevant set R: `ndcg_at_k`, `recall_at_k`,
+  `precision_at_k` (hits / k) and `map_at_k` (sum_{i <= k, r_i in R}
+  precision@i / min(k, |R|)), as `hit_list_metrics` defines them. Users
+  with an empty R are skipped.
   """
 
   NAMES = ("ndcg", "recall", "precision", "map")
 
   def __init__(self, ks: Sequence[int] = RANKING_KS):
     self.ks = tuple(int(k) for k in ks)
-    self._sums = np.zeros((len(self.ks), len(self.NAMES)))
+    self._sums = {f"{name}_at_{k}": 0.0 for k in self.ks
+                  for name in self.NAMES}
     self._users = 0
 
   def update(self, ranked: Sequence, relevant) -> None:
     relevant = set(relevant)
     if not relevant:
       return
-    hits = np.array([x in relevant for x in ranked[:max(self.ks)]],
-                    np.float64)
-    discount = 1.0 / np.log2(np.arange(2, len(hits) + 2))
-    for i, k in enumerate(self.ks):
-      h = hits[:k]
-      n = min(k, len(relevant))
-      ideal = (1.0 / np.log2(np.arange(2, n + 2))).sum()
-      precision_at = np.cumsum(h) / np.arange(1, len(h) + 1)
-      self._sums[i] += (float(h @ discount[:len(h)]) / ideal,
-                        h.sum() / len(relevant), h.sum() / k,
-                        float((precision_at * h).sum()) / n)
+    hits = np.zeros((1, max(self.ks)))
+    top = list(ranked[:max(self.ks)])
+    hits[0, :len(top)] = [x in relevant for x in top]
+    per_user = hit_list_metrics(hits, [len(relevant)], self.ks)
+    for key in self._sums:
+      self._sums[key] += float(per_user[key][0])
     self._users += 1
 
   @property
@@ -301,10 +345,8 @@ class ListMetrics:
     return self._users
 
   def result(self) -> Dict[str, float]:
-    mean = self._sums / max(self._users, 1)
-    return {f"{name}_at_{k}": float(mean[i, j])
-            for i, k in enumerate(self.ks)
-            for j, name in enumerate(self.NAMES)}
+    denominator = max(self._users, 1)
+    return {key: value / denominator for key, value in self._sums.items()}
 
 
 # --------------------------------------------------------------------------
@@ -357,6 +399,63 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
   ranks = _average_ranks(scores)
   u = ranks[labels].sum() - num_pos * (num_pos + 1) / 2.0
   return float(u / (num_pos * num_neg))
+
+
+def spearman_per_user(user_ids: np.ndarray, labels: np.ndarray,
+                      predictions: np.ndarray) -> Dict[str, float]:
+  """Per-user Spearman rank correlation of predicted and true ratings.
+
+  For each user: the Pearson correlation of the average ranks (ties get
+  their mean rank) of the user's true ratings and of the predictions.
+  Users with fewer than 2 ratings or with all true ratings equal are
+  skipped (undefined); a user whose predictions are all equal counts 0
+  (no order predicted).
+
+  Args:
+    user_ids: [B] user of each rating (any hashable dtype).
+    labels: [B] true ratings.
+    predictions: [B] predicted ratings.
+
+  Returns:
+    `{"spearman": mean over the evaluated users (NaN if none),
+    "spearman_users": their number}`.
+  """
+  _, group = np.unique(np.asarray(user_ids), return_inverse=True)
+  group = group.reshape(-1)
+  size = np.bincount(group)
+  true_rank = _grouped_average_ranks(group, np.asarray(labels, np.float64))
+  pred_rank = _grouped_average_ranks(group,
+                                     np.asarray(predictions, np.float64))
+  mean_rank = (size[group] + 1) / 2.0  # ranks 1..n average (n + 1) / 2
+  x, y = true_rank - mean_rank, pred_rank - mean_rank
+  xx = np.bincount(group, x * x, minlength=len(size))
+  yy = np.bincount(group, y * y, minlength=len(size))
+  xy = np.bincount(group, x * y, minlength=len(size))
+  kept = (size >= 2) & (xx > 0)
+  rho = np.where(yy[kept] > 0,
+                 xy[kept] / np.sqrt(xx[kept] * np.maximum(yy[kept], 1e-300)),
+                 0.0)
+  return {"spearman": float(rho.mean()) if len(rho) else float("nan"),
+          "spearman_users": int(kept.sum())}
+
+
+def _grouped_average_ranks(group: np.ndarray, values: np.ndarray
+                           ) -> np.ndarray:
+  """1-based average ranks of `values` within each group id [B]."""
+  n = len(values)
+  order = np.lexsort((values, group))
+  g, v = group[order], values[order]
+  new_group = np.r_[True, g[1:] != g[:-1]] if n else np.zeros(0, bool)
+  new_tie = new_group | np.r_[True, v[1:] != v[:-1]] if n else new_group
+  position = np.arange(n)
+  group_start = np.maximum.accumulate(np.where(new_group, position, 0))
+  tie = np.cumsum(new_tie) - 1
+  starts = np.flatnonzero(new_tie)
+  ends = np.r_[starts[1:], n]
+  mean_position = (starts + ends - 1) / 2.0  # 0-based mean of the tie
+  ranks = np.empty(n)
+  ranks[order] = mean_position[tie] - group_start + 1
+  return ranks
 
 
 def log_loss(labels: np.ndarray, probabilities: np.ndarray,
