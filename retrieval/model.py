@@ -70,6 +70,15 @@ class RetrievalConfig:
 
   The defaults are tuned on the real data (random split); see README.
   """
+  model: str = "two_tower"
+  """`two_tower` (the retrieval task alone) or `joint` (`retrieval.joint`:
+  the retrieval task and a rating task (MSE) over the same towers, as in
+  TFRS's multitask tutorial; needs --examples rating: the rating task
+  learns the rating of each example's movie)."""
+  retrieval_weight: float = 1.0
+  """joint: weight of the retrieval loss (softmax loss per example)."""
+  rating_weight: float = 1.0
+  """joint: weight of the rating loss (mean squared error)."""
   examples: str = "user"
   """What one training example is: `user` (part of a user's history
   predicts the rest) or `rating` (one rating, as in the TFRS tutorial)."""
@@ -145,6 +154,14 @@ class RetrievalConfig:
     check(not self.num_hard_negatives
           or self.num_hard_negatives < self.batch_size,
           "num_hard_negatives must be < batch_size")
+    check(self.model in MODELS,
+          f"--model must be one of {', '.join(MODELS)}")
+    check(self.model != "joint" or self.examples == "rating",
+          "--model joint needs --examples rating (its rating task learns "
+          "the rating of each example's movie; user examples carry none)")
+    check(min(self.retrieval_weight, self.rating_weight) >= 0
+          and self.retrieval_weight + self.rating_weight > 0,
+          "retrieval_weight and rating_weight must be >= 0, not both 0")
     check(self.examples in EXAMPLES,
           f"--examples must be one of {', '.join(EXAMPLES)}")
     check(self.negatives in NEGATIVES,
@@ -164,6 +181,7 @@ class RetrievalConfig:
 
 
 EXAMPLES = ("user", "rating")
+MODELS = ("two_tower", "joint")
 HISTORY = "user_history"  # the input listing a user's train movies
 
 
@@ -485,12 +503,22 @@ class RetrievalModel(tfrs.models.Model):
                    inputs: Dict[str, tf.Tensor], training: bool
                    ) -> tf.Tensor:
     query = query_tower(inputs, training=training)
+    candidate = (None if self.corpus_task is not None
+                 else candidate_tower(inputs, training=training))
+    return self.softmax_loss(query, candidate, candidate_tower, inputs,
+                             training)
+
+  def softmax_loss(self, query: tf.Tensor, candidate: Optional[tf.Tensor],
+                   candidate_tower: Tower, inputs: Dict[str, tf.Tensor],
+                   training: bool) -> tf.Tensor:
+    """One member's softmax loss of rating examples [] (summed) from the
+    query embeddings [B, D] and, for `in_batch`, the candidate embeddings
+    of the examples' movies [B, D] (`corpus` embeds the corpus instead)."""
     movie_ids = inputs["movie_id"]
     if self.corpus_task is not None:
       corpus = candidate_tower(self._corpus, training=training)
       return self.corpus_task(query, corpus,
                               self._corpus_position.lookup(movie_ids))
-    candidate = candidate_tower(inputs, training=training)
     # q: expected occurrences of each candidate among a step's negatives.
     num_batch = tf.cast(tf.shape(movie_ids)[0], tf.float32)
     uniform = 0.0

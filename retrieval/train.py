@@ -8,7 +8,9 @@ Public API (used by the bench and the service):
   per field.
 * `train_and_evaluate(config, data_config, run_dir, log=print) -> dict`:
   the metrics written to RUN/metrics.json (see `retrieval.evaluate`) plus
-  `training_seconds`, `epochs_trained`, `total_seconds` and `export`.
+  `training_seconds`, `epochs_trained`, `total_seconds` and `export`;
+  with `config.model="joint"` (`retrieval.joint`) also the rating
+  metrics `rmse`, `mae`, `spearman`, `liked_auc` on the test ratings.
 * `main(argv)`: the command.
 
 What a run writes (`tfrs_pipeline.runs`):
@@ -25,6 +27,8 @@ What a run writes (`tfrs_pipeline.runs`):
                            (logs/projector, metadata title/genres/
                            director/star)
     RUN/metrics.json       evaluation
+    RUN/rating_export/V/rating/  --model joint: the rating head over
+                           both towers (`joint.export_rating`)
     RUN/export/V/          a new version V per export (one rename,
                            `export_layout`): ScaNN SavedModel
                            (retrieval/), its stock-ops twin for TF
@@ -55,6 +59,7 @@ import tensorflow as tf
 from tensorboard.plugins import projector
 
 from retrieval import evaluate as evaluate_lib
+from retrieval import joint
 from retrieval import model as model_lib
 from retrieval import serving_model
 from retrieval.model import RetrievalConfig
@@ -205,8 +210,13 @@ def train_and_evaluate(config: RetrievalConfig,
 
   train_ratings = data.train_ratings
   frequencies = model_lib.candidate_frequencies(train_ratings.movie_id)
-  model = model_lib.RetrievalModel(config, data.vocabularies, frequencies,
-                                   corpus=data.table("movies"))
+  if config.model == "joint":
+    model = joint.JointModel(
+        config, data.vocabularies, frequencies, corpus=data.table("movies"),
+        global_mean=float(train_ratings[features.LABEL].mean()))
+  else:
+    model = model_lib.RetrievalModel(config, data.vocabularies, frequencies,
+                                     corpus=data.table("movies"))
   if config.examples == "user":
     examples = model.user_examples(data.fit_users)
     users = int(train_ratings.user_id.nunique())
@@ -246,6 +256,13 @@ def train_and_evaluate(config: RetrievalConfig,
         f"{training_seconds:.0f} s")
 
   result = evaluate_lib.evaluate(model, data, log=log)
+  if config.model == "joint":
+    rating = joint.rating_metrics(
+        model, data.test, float(train_ratings[features.LABEL].mean()))
+    log("[eval] joint rating: " + ", ".join(
+        f"{k} {rating[k]:.4f}" for k in ("rmse", "mae", "spearman",
+                                         "liked_auc")))
+    result.update(rating)
   movie_ids = result.pop("movie_ids")
   movie_embeddings = result.pop("movie_embeddings")
   timestamps, latest_ts = evaluate_lib.latest_train_timestamps(data)
@@ -254,6 +271,9 @@ def train_and_evaluate(config: RetrievalConfig,
       model.query_model, data.table("users"), movie_ids, movie_embeddings,
       latest_ts, run.export, top_k=config.top_k, log=log)
   exported["default_timestamp"] = latest_ts
+  if config.model == "joint":
+    exported["rating_saved_model"] = joint.export_rating(model, run.path,
+                                                         log=log)
 
   result.update(
       training_seconds=training_seconds,
