@@ -1,12 +1,24 @@
 """Benchmarks of the top-K indexes (`retrieval.index`): latency, recall
-against exact search, and the recall/speed trade-off of ScaNN on a large
-synthetic corpus (the bench's `index` section).
+against exact search, and the recall/speed trade-off of ScaNN beside its
+peers FAISS (IVF-Flat, HNSW) and hnswlib (HNSW) on large synthetic corpora
+(the bench's `index` section).
 
 `compare_on_corpus` times ScaNN against brute force on one corpus (the
-retrieval evaluation runs it on the movies); `synthetic_tradeoff` sweeps
-ScaNN configurations over >= 1M synthetic vectors, one tree per fresh
-process (`_run_isolated`), and `tradeoff_markdown` / `plot_tradeoff`
-report it.
+retrieval evaluation runs it on the movies); `synthetic_tradeoff` builds
+each `retrieval.ann_methods` method once over >= 1M synthetic vectors, one
+fresh process per method (`_run_isolated`), and sweeps its query-time
+effort; `tradeoff_markdown`, `summary_markdown` and `plot_tradeoff` report
+it.
+
+Two corpora (`CORPORA`): `make_synthetic_corpus` ("clustered": 256
+Gaussian clusters, queries from the same clusters) is easy: ScaNN reaches
+recall@100 0.994 searching 0.2% of its leaves. `make_hard_corpus` ("hard")
+has what makes ANN search hard in learned two-tower embeddings: a decaying
+spectrum, many small overlapping clusters of Zipf sizes, power-law norms
+(popularity) and queries from another distribution than the corpus (users
+vs movies: mixtures of clusters, another spectrum, an offset). On 100k x 256
+FAISS IVF-Flat with 316 lists reaches recall 0.94 with 2 lists probed on
+the clustered corpus and 0.14 on the hard one (0.86 with 64).
 """
 
 import dataclasses
@@ -24,6 +36,7 @@ import numpy as np
 import tfrs_pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
 import tensorflow as tf
 
+from retrieval import ann_methods
 from retrieval import index
 
 def measure_latency(
@@ -68,7 +81,7 @@ def measure_latency(
 
 def _search_all(search, queries: np.ndarray, batch_size: int = 256):
   """Returns `[Q, k]` identifiers for all queries, in batches."""
-  ids = [search(tf.constant(queries[i:i + batch_size]))[1].numpy()
+  ids = [np.asarray(search(tf.constant(queries[i:i + batch_size]))[1])
          for i in range(0, len(queries), batch_size)]
   return np.concatenate(ids, axis=0)
 
@@ -178,20 +191,90 @@ def make_synthetic_corpus(
   return embeddings, sample(num_queries)
 
 
-def default_sweep(num_vectors: int, k: int = 100) -> List[index.IndexConfig]:
-  """ScaNN configs for `synthetic_tradeoff`: 3 tree sizes x 6 x 3.
+def make_hard_corpus(
+    num_vectors: int,
+    dim: int = 64,
+    num_queries: int = 1000,
+    cluster_size: int = 40,
+    decay: float = 1.0,
+    overlap: float = 0.8,
+    norm_tail: float = 3.0,
+    query_mix: int = 3,
+    query_noise: float = 0.6,
+    query_offset: float = 0.5,
+    seed: int = 0,
+) -> Tuple[np.ndarray, np.ndarray]:
+  """Embeddings with the properties that make ANN search hard.
 
-  num_leaves in {1, 2, 4} * sqrt(N); leaves searched 0.1%..4% of them;
-  2.5k, 5k or 20k candidates re-scored exactly (k=100: 250, 500 or 2000).
-  At 1M x 256 250 capped recall near 0.90 whatever the leaves searched (the
-  asymmetric-hashing scores are too coarse for the top-100 of 1M); at
-  1M x 640 recall stopped changing above 0.5% searched, hence the low end.
+  `make_synthetic_corpus` has 256 well-separated clusters and queries from
+  them, so a few leaves hold every query's top-100. Learned two-tower
+  embeddings are less kind; this corpus has, in one random rotation:
+  - a decaying spectrum: variance of direction i ~ i^-`decay` (learned
+    embeddings use a few directions much more than the rest);
+  - many small clusters (`num_vectors / cluster_size`, Zipf(1) sizes: a few
+    large genres, a long tail) whose spread (`overlap` x the centres' own)
+    makes them overlap;
+  - power-law norms (popularity): each vector scaled by 1 + Pareto(`norm_tail`),
+    so a few items have norms several times the median's;
+  - queries from another distribution (users vs movies): a Dirichlet mix of
+    `query_mix` popularity-weighted cluster centres (between clusters, not
+    in one), noise with the reversed spectrum (strong where the items are
+    weak), and one shared offset of norm `query_offset` (the gap between
+    the two towers' outputs).
+
+  Returns:
+    `(embeddings [num_vectors, dim], queries [num_queries, dim])`, float32;
+    the same for the same arguments (seeded).
+  """
+  rng = np.random.default_rng(seed)
+  rotation, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+  scales = np.arange(1, dim + 1, dtype=np.float64) ** (-decay / 2)
+  scales /= np.sqrt(np.sum(scales ** 2))  # centres of norm ~1
+  basis = (scales[:, None] * rotation.T).astype(np.float32)  # [D, D]
+  query_basis = (scales[::-1, None] * rotation.T).astype(np.float32)
+  num_clusters = max(2, num_vectors // cluster_size)
+  centres = rng.standard_normal((num_clusters, dim), np.float32) @ basis
+  weights = rng.permutation(1.0 / np.arange(1, num_clusters + 1))
+  weights /= weights.sum()
+  out = np.empty((num_vectors, dim), np.float32)
+  for i in range(0, num_vectors, 200_000):
+    n = min(200_000, num_vectors - i)
+    c = rng.choice(num_clusters, n, p=weights)
+    out[i:i + n] = centres[c] + overlap * (
+        rng.standard_normal((n, dim), np.float32) @ basis)
+  out *= (1.0 + rng.pareto(norm_tail, (num_vectors, 1))).astype(np.float32)
+  picks = rng.choice(num_clusters, (num_queries, query_mix), p=weights)
+  mix = rng.dirichlet(np.ones(query_mix), num_queries).astype(np.float32)
+  queries = np.einsum("qm,qmd->qd", mix, centres[picks])
+  queries += query_noise * (
+      rng.standard_normal((num_queries, dim), np.float32) @ query_basis)
+  offset = rng.standard_normal(dim).astype(np.float32)
+  queries += query_offset * offset / np.linalg.norm(offset)
+  return out, queries.astype(np.float32)
+
+
+CORPORA = {"clustered": make_synthetic_corpus, "hard": make_hard_corpus}
+"""The bench's synthetic corpora: `name -> f(num_vectors, dim, num_queries,
+seed=...) -> (embeddings, queries)`."""
+
+
+def default_sweep(num_vectors: int, k: int = 100,
+                  tree_scales: Sequence[int] = (1,)) -> List[index.IndexConfig]:
+  """ScaNN configs for `synthetic_tradeoff`: trees x 7 x 2.
+
+  num_leaves in `tree_scales` * sqrt(N); leaves searched 0.2%..20% of them
+  (the hard corpus needs the high end); 2.5k or 10k candidates re-scored
+  exactly (k=100: 250 or 1000). One tree by default, so the whole index
+  section with its peers and both corpora fits in ~8 minutes on 2 cores
+  (one 1M x 256 tree builds in about a minute there). At 1M x 640, trees of
+  2 and 4 sqrt(N) leaves were no better than sqrt(N) (bench of 2026-11-23).
   """
   base = max(8, int(round(np.sqrt(num_vectors))))
   configs = []
-  for num_leaves in (base, 2 * base, 4 * base):
-    for frac in (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04):
-      for reorder in (k * 5 // 2, 5 * k, 20 * k):
+  for scale in tree_scales:
+    num_leaves = scale * base
+    for frac in (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2):
+      for reorder in (k * 5 // 2, 10 * k):
         config = index.IndexConfig(
             num_leaves=num_leaves,
             num_leaves_to_search=max(1, int(round(frac * num_leaves))),
@@ -201,30 +284,27 @@ def default_sweep(num_vectors: int, k: int = 100) -> List[index.IndexConfig]:
   return configs
 
 
-def _group_searches(layer, dim: int, configs: Sequence[index.IndexConfig]):
-  """Yields `(config, search)` for `configs` over `layer`'s ScaNN index.
-
-  Leaves searched and reordering candidates are query-time arguments of the
-  ScaNN searcher, so one tree/codebook serves a whole sweep (building is the
-  slow part at 1M). Same call as `ScaNN.call` with those two overrides, on
-  one searcher shared by all configs: each `searcher_from_module` call inside
-  a traced function would build its own copy of the index (dataset included).
-  """
-  from scann import scann_ops  # pylint: disable=g-import-not-at-top
-  searcher = scann_ops.searcher_from_module(
-      layer._serialized_searcher)  # pylint: disable=protected-access
+def scann_methods(configs: Sequence[index.IndexConfig]) -> List[Any]:
+  """One `ann_methods.Scann` per tree (configs sharing num_leaves,
+  dimensions_per_block and training_iterations), in order."""
+  groups = {}
   for config in configs:
-    reorder = config.num_reordering_candidates or config.k
+    key = (config.num_leaves, config.dimensions_per_block,
+           config.training_iterations)
+    groups.setdefault(key, []).append(config)
+  return [ann_methods.Scann(group) for group in groups.values()]
 
-    @tf.function(input_signature=[tf.TensorSpec([None, dim], tf.float32)])
-    def search(queries, config=config, reorder=reorder):
-      result = searcher.search_batched_parallel(
-          queries, final_num_neighbors=config.k,
-          pre_reorder_num_neighbors=reorder,
-          leaves_to_search=config.num_leaves_to_search)
-      return result.distances, result.indices
 
-    yield config, search
+def default_methods(num_vectors: int, k: int = 100) -> List[Any]:
+  """ScaNN (`default_sweep`), FAISS IVF-Flat with as many lists as ScaNN has
+  leaves, FAISS HNSW and hnswlib HNSW (M=32, efConstruction=40: a 1M x 256
+  graph builds in ~2 min on 2 cores; M=16 lost a quarter of the recall on
+  100k vectors, efConstruction 100 doubled the build time)."""
+  base = max(8, int(round(np.sqrt(num_vectors))))
+  return (scann_methods(default_sweep(num_vectors, k))
+          + [ann_methods.FaissIVF(nlist=base, efforts=(
+              2, 4, 8, 16, 32, 64, 128, 256)),
+             ann_methods.FaissHNSW(), ann_methods.Hnswlib()])
 
 
 def _latency_row(search, queries, num_batches, warmup) -> Dict[str, float]:
@@ -237,44 +317,31 @@ def _latency_row(search, queries, num_batches, warmup) -> Dict[str, float]:
 
 
 def _measure_group(corpus_path: str, queries: np.ndarray, exact: np.ndarray,
-                   configs: Optional[List[index.IndexConfig]], k: int,
-                   num_batches: Sequence[int], log) -> List[Dict[str, Any]]:
-  """Builds one index over the saved corpus and measures it per config.
+                   method, k: int, num_batches: Sequence[int],
+                   log) -> List[Dict[str, Any]]:
+  """Builds `method` over the saved corpus once and measures every effort.
 
-  `configs` None: the brute-force layer. Otherwise configs sharing one tree
-  (num_leaves, dimensions_per_block, training_iterations): built once with
-  the largest leaves searched/reordering, searched with each config's.
+  Each row: method, the method's `row(effort)` fields, build_s, recall and
+  `_latency_row`'s latencies (every method gets the same `tf.constant`
+  query batches).
   """
   embeddings = np.load(corpus_path, mmap_mode="r")
-  dim = embeddings.shape[1]
-
-  def measure(search, row, warmup):
-    row["recall"] = index.recall_against_exact(exact, _search_all(search, queries))
-    row.update(_latency_row(search, queries, num_batches, warmup))
+  t = time.perf_counter()
+  search = method.build(embeddings, k)
+  build_s = time.perf_counter() - t
+  log(f"built {method.title} in {build_s:.1f}s")
+  warmup = (2, 1) if method.method == "brute_force" else (5, 2)
+  rows = []
+  for effort in method.efforts:
+    fn = lambda q, effort=effort: search(q, effort)
+    row = {"method": method.method, **method.row(effort), "build_s": build_s}
+    row["recall"] = index.recall_against_exact(exact, _search_all(fn, queries))
+    row.update(_latency_row(fn, queries, num_batches, warmup))
     log(f"{row['name']}: recall {row['recall']:.4f}, "
         f"b1 p50 {row['b1_p50_ms']:.2f} ms, "
         f"b256 p50 {row['b256_p50_ms']:.1f} ms")
-    return row
-
-  t = time.perf_counter()
-  if configs is None:
-    layer = index.build_brute_force(None, None, embeddings, k)
-    row = {"method": "brute_force", "name": "brute force",
-           "build_s": time.perf_counter() - t}
-    return [measure(index.search_fn(layer, dim, k), row, (2, 1))]
-  reorders = [c.num_reordering_candidates for c in configs
-              if c.num_reordering_candidates is not None]
-  build_config = dataclasses.replace(
-      configs[0],
-      num_leaves_to_search=max(c.num_leaves_to_search for c in configs),
-      num_reordering_candidates=max(reorders) if reorders else None)
-  layer = index.build_scann(None, None, embeddings, build_config)
-  build_s = time.perf_counter() - t
-  log(f"built L{build_config.num_leaves} in {build_s:.1f}s")
-  return [measure(search, {"method": "scann", "name": config.name,
-                           "build_s": build_s, **dataclasses.asdict(config)},
-                  (5, 2))
-          for config, search in _group_searches(layer, dim, configs)]
+    rows.append(row)
+  return rows
 
 
 def _group_worker(args_path: str, result_path: str) -> None:
@@ -336,53 +403,51 @@ def synthetic_tradeoff(
     num_vectors: int = 1_000_000,
     dim: int = 64,
     num_queries: int = 500,
-    configs: Optional[Sequence[index.IndexConfig]] = None,
+    methods: Optional[Sequence[Any]] = None,
+    corpus: str = "clustered",
     seed: int = 0,
     k: int = 100,
     target_recall: float = 0.95,
-    num_batches: Sequence[int] = (200, 8),
+    num_batches: Sequence[int] = (100, 4),
     brute_force_batches: Sequence[int] = (30, 4),
     progress: Optional[Callable[[str], None]] = print,
     work_dir: Optional[str] = None,
 ) -> List[Dict[str, Any]]:
-  """ScaNN recall/latency trade-off on a synthetic corpus.
+  """Recall/latency trade-off of ANN methods on one synthetic corpus.
 
-  Builds `make_synthetic_corpus(num_vectors, dim)`, computes the exact
-  top-k of `num_queries` queries (chunked numpy matmul), then for every
-  config measures recall@k and per-call latency (p50/p99 at batch 1 and 256);
-  the brute-force layer is timed as the reference. Configs sharing
-  (num_leaves, dimensions_per_block, training_iterations) share one
-  `index.build_scann` index, searched with each config's leaves/reordering (see
-  `_group_searches`); its `build_s` is that shared build. Brute force and
-  every tree are measured in a process of their own (see `_run_isolated`),
-  which reads the corpus from a temporary `.npy` file.
+  Builds `CORPORA[corpus](num_vectors, dim, num_queries)`, computes the
+  exact top-k of the queries (chunked numpy matmul), then for every method
+  (brute force first, as the reference) builds its index once and measures
+  each of its efforts: recall@k and per-call latency (p50/p99, QPS) at batch
+  1 and 256. Every method is measured in a process of its own (see
+  `_run_isolated`), which reads the corpus from a temporary `.npy` file.
 
-  At 1,000,000 x 640 with the default 54-config sweep this took 812 s on 2
-  CPU cores and 23 GB (builds 121-252 s, one process per tree;
-  exact top-k 12 s); at 1,000,000 x 64 with the earlier 24-config sweep,
-  155 s.
+  At 1,000,000 x 640 the earlier 54-config, 3-tree ScaNN sweep took 812 s
+  on 2 CPU cores and 23 GB (builds 121-252 s, one process per tree).
 
   Args:
     num_vectors: Corpus size N.
     dim: Embedding dimension D.
     num_queries: Queries for recall (and latency, cycled).
-    configs: ScaNN configs; defaults to `default_sweep(num_vectors, k)`.
+    methods: `ann_methods` specs; default `default_methods(num_vectors, k)`
+      (`scann_methods(configs)` for a ScaNN-only sweep).
+    corpus: A key of `CORPORA`.
     seed: Data seed.
     k: Neighbours retrieved (recall@k).
-    target_recall: Recall the chosen config must reach.
-    num_batches: Timed ScaNN calls at batch 1 and at batch 256.
+    target_recall: Recall the chosen row must reach.
+    num_batches: Timed calls at batch 1 and at batch 256.
     brute_force_batches: Timed brute-force calls at batch 1 and at 256.
     progress: Called with progress lines; None for silence.
     work_dir: Directory for the temporary corpus file (N x D x 4 bytes);
       default: the system's temporary directory.
 
   Returns:
-    Rows (dicts), brute force first: method, name, config fields, build_s,
-    recall, b{1,256}_{p50_ms,p99_ms,mean_ms,qps}, speedup_b{1,256} (brute
-    force p50 / p50) and chosen (True for the lowest batch-1 p50 among
-    configs with recall >= target_recall). Configs whose tree could not be
-    measured (e.g. its process ran out of memory) get a row with `error`
-    (why) and no measurements.
+    Rows (dicts), brute force first: method, name, effort, the method's
+    parameters, build_s, recall, b{1,256}_{p50_ms,p99_ms,mean_ms,qps},
+    speedup_b{1,256} (brute force p50 / p50), corpus, and chosen (True for
+    the lowest batch-1 p50 among rows with recall >= target_recall). A
+    method that could not be measured (e.g. its process ran out of memory)
+    gets a row per effort with `error` (why) and no measurements.
   """
   say = progress or (lambda _: None)
   start = time.perf_counter()
@@ -390,39 +455,34 @@ def synthetic_tradeoff(
   def log(msg):
     say(f"[{time.perf_counter() - start:6.1f}s] {msg}")
 
-  configs = [dataclasses.replace(c, k=k) for c in (
-      configs or default_sweep(num_vectors, k))]
-  groups = {}
-  for config in configs:
-    key = (config.num_leaves, config.dimensions_per_block,
-           config.training_iterations)
-    groups.setdefault(key, []).append(config)
-
+  methods = [ann_methods.BruteForce()] + list(
+      methods if methods is not None else default_methods(num_vectors, k))
   with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
     corpus_path = os.path.join(tmp, "corpus.npy")
-    embeddings, queries = make_synthetic_corpus(
+    embeddings, queries = CORPORA[corpus](
         num_vectors, dim, num_queries, seed=seed)
     np.save(corpus_path, embeddings)
-    log(f"corpus {embeddings.shape}, {len(queries)} queries")
+    log(f"{corpus} corpus {embeddings.shape}, {len(queries)} queries")
     exact = index.exact_top_k(embeddings, queries, k, progress=log)
     del embeddings
 
-    brute, error = _run_isolated(
-        (corpus_path, queries, exact, None, k, brute_force_batches), tmp, log)
-    if error:
-      raise RuntimeError(f"Brute-force reference failed: {error}")
-    rows = list(brute)
-    for group in groups.values():
+    rows = []
+    for method in methods:
+      batches = (brute_force_batches if method.method == "brute_force"
+                 else num_batches)
       measured, error = _run_isolated(
-          (corpus_path, queries, exact, group, k, num_batches), tmp, log)
+          (corpus_path, queries, exact, method, k, batches), tmp, log)
+      if error and not rows:
+        raise RuntimeError(f"Brute-force reference failed: {error}")
       if error:
-        log(f"L{group[0].num_leaves} skipped: {error}")
-        measured = [{"method": "scann", "name": c.name, "error": error,
-                     **dataclasses.asdict(c)} for c in group]
+        log(f"{method.title} skipped: {error}")
+        measured = [{"method": method.method, **method.row(e), "error": error}
+                    for e in method.efforts]
       rows.extend(measured)
 
   reference = rows[0]
   for row in rows:
+    row["corpus"] = corpus
     row["chosen"] = False
     if "error" not in row:
       for b in (1, 256):
@@ -448,9 +508,10 @@ def tradeoff_markdown(rows: Sequence[Dict[str, Any]]) -> str:
   Rows with an `error` are listed under the table instead.
   """
   lines = [
-      "| config | build s | recall@100 | b1 p50 ms | b1 p99 ms | b1 speed-up"
-      " | b256 p50 ms | b256 p99 ms | b256 QPS | b256 speed-up |",
-      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+      "| method | config | build s | recall@100 | b1 p50 ms | b1 p99 ms "
+      "| b1 QPS | b1 speed-up | b256 p50 ms | b256 p99 ms | b256 QPS "
+      "| b256 speed-up |",
+      "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
   failed = []
   for r in rows:
     if "error" in r:
@@ -458,72 +519,102 @@ def tradeoff_markdown(rows: Sequence[Dict[str, Any]]) -> str:
       continue
     name = f"**{r['name']}** (chosen)" if r.get("chosen") else r["name"]
     lines.append(
-        f"| {name} | {r['build_s']:.1f} | {r['recall']:.4f} "
-        f"| {r['b1_p50_ms']:.2f} | {r['b1_p99_ms']:.2f} "
-        f"| {r['speedup_b1']:.1f}x | {r['b256_p50_ms']:.1f} "
-        f"| {r['b256_p99_ms']:.1f} | {r['b256_qps']:,.0f} "
-        f"| {r['speedup_b256']:.1f}x |")
+        f"| {ann_methods.LABELS[r['method']]} | {name} | {r['build_s']:.1f} "
+        f"| {r['recall']:.4f} | {r['b1_p50_ms']:.2f} | {r['b1_p99_ms']:.2f} "
+        f"| {r['b1_qps']:,.0f} | {r['speedup_b1']:.1f}x "
+        f"| {r['b256_p50_ms']:.1f} | {r['b256_p99_ms']:.1f} "
+        f"| {r['b256_qps']:,.0f} | {r['speedup_b256']:.1f}x |")
   if failed:
     lines += [""] + failed
   return "\n".join(lines) + "\n"
 
 
-def plot_tradeoff(rows: Sequence[Dict[str, Any]], path_png: str,
-                  target_recall: float = 0.95) -> str:
-  """Plots recall@100 vs speed-up over brute force (log), batch 1 and 256.
+def summary_markdown(results: Dict[str, Sequence[Dict[str, Any]]],
+                     recalls: Sequence[float] = (0.8, 0.95)) -> str:
+  """Per method and corpus: build s, recall at its lowest and highest
+  effort, and for each of `recalls` the best QPS (batch 1 / 256) among its
+  rows reaching it ("-" when none does)."""
+  names = list(results)
+  head = ["build s", "recall, least / most effort"] + [
+      f"b1 / b256 QPS, recall >= {r:g}" for r in recalls]
+  lines = ["| method | " + " | ".join(f"{c}: {h}" for c in names for h in head)
+           + " |", "|---|" + "---:|" * (len(head) * len(names))]
+  methods = list(dict.fromkeys(r["method"] for rs in results.values()
+                               for r in rs))
+  for method in methods:
+    cells = []
+    for c in names:
+      rs = [r for r in results[c] if r["method"] == method and "error" not in r]
+      if not rs:
+        cells += ["-"] * len(head)
+        continue
+      by_effort = sorted(rs, key=lambda r: (r["effort"] or 0,
+                                            r.get("num_reordering_candidates")
+                                            or 0))
+      builds = sorted({round(r["build_s"], 1) for r in rs})
+      cells += [" + ".join(f"{b:.1f}" for b in builds),
+                f"{by_effort[0]['recall']:.3f} / {by_effort[-1]['recall']:.3f}"]
+      for recall in recalls:
+        good = [r for r in rs if r["recall"] >= recall]
+        cells.append(f"{max(r['b1_qps'] for r in good):,.0f} / "
+                     f"{max(r['b256_qps'] for r in good):,.0f}"
+                     if good else "-")
+    lines.append(f"| {ann_methods.LABELS[method]} | " + " | ".join(cells)
+                 + " |")
+  return "\n".join(lines) + "\n"
 
-  One colour per num_leaves, one marker per reordering count, a line
-  through each (num_leaves, reordering) pair's configs in order of leaves
-  searched (points labelled s<leaves searched>), brute force at (1.0, 1x),
-  the target recall dotted, the chosen config starred. Rows with an
-  `error` are left out. Returns `path_png`.
+
+def _frontier(points: List[Tuple[float, float]]) -> List[Tuple[float, float]]:
+  """The (recall, qps) points no other point beats on both, by recall."""
+  best = []
+  for recall, qps in sorted(points, key=lambda p: (-p[0], -p[1])):
+    if not best or qps > best[-1][1]:
+      best.append((recall, qps))
+  return best[::-1]
+
+
+def plot_tradeoff(results: Dict[str, Sequence[Dict[str, Any]]],
+                  path_png: str, target_recall: float = 0.95) -> str:
+  """Plots recall@100 vs queries/s (log), batch 1 and 256 as two panels.
+
+  `results`: corpus name -> `synthetic_tradeoff` rows. One colour per
+  method, one line style per corpus; each curve is the method's Pareto
+  frontier (its efforts and, for ScaNN, re-scoring counts), every measured
+  point shown small; brute force a square at recall 1, the target recall
+  dotted. Rows with an `error` are left out. Returns `path_png`.
   """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 
-  scann = [r for r in rows
-           if r["method"] == "scann" and "error" not in r]
-  leaves = sorted({r["num_leaves"] for r in scann})
-  reorders = sorted({r["num_reordering_candidates"] or 0 for r in scann})
-  colours = dict(zip(leaves, plt.cm.viridis(np.linspace(0, 0.85, len(leaves)))))
-  markers = dict(zip(reorders, "o^Dv<>p"))
+  methods = list(ann_methods.LABELS)
+  colours = dict(zip(methods, plt.cm.tab10(np.arange(len(methods)))))
+  styles = dict(zip(results, ["-", "--", ":", "-."]))
   fig, axes = plt.subplots(1, 2, figsize=(14, 6.5), sharex=True)
   for ax, b in zip(axes, (1, 256)):
-    for num_leaves in leaves:
-      for reorder in reorders:
-        pts = sorted((r for r in scann if r["num_leaves"] == num_leaves and
-                      (r["num_reordering_candidates"] or 0) == reorder),
-                     key=lambda r: r["num_leaves_to_search"])
+    for corpus, rows in results.items():
+      for method in methods:
+        pts = [(r["recall"], r[f"b{b}_qps"]) for r in rows
+               if r["method"] == method and "error" not in r]
         if not pts:
           continue
-        ax.plot([r["recall"] for r in pts], [r[f"speedup_b{b}"] for r in pts],
-                color=colours[num_leaves], marker=markers[reorder], ms=5,
-                lw=0.8, alpha=0.85, zorder=3,
-                label=f"{num_leaves} leaves, {reorder} re-scored")
-        for r in pts:
-          ax.annotate(f"s{r['num_leaves_to_search']}",
-                      (r["recall"], r[f"speedup_b{b}"]), fontsize=6,
-                      xytext=(2, 2), textcoords="offset points",
-                      color=colours[num_leaves])
-    ax.axhline(1.0, color="grey", ls="--", lw=1)
+        label = f"{ann_methods.LABELS[method]}, {corpus}"
+        if method == "brute_force":
+          ax.scatter(*zip(*pts), marker="s" if styles[corpus] == "-" else "D",
+                     color="black", label=label, zorder=3)
+          continue
+        ax.scatter(*zip(*pts), s=8, color=colours[method], alpha=0.5)
+        ax.plot(*zip(*_frontier(pts)), ls=styles[corpus], marker="o", ms=4,
+                color=colours[method], label=label)
     ax.axvline(target_recall, color="red", ls=":", lw=1)
-    for r in rows:
-      if r["method"] == "brute_force":
-        ax.scatter([r["recall"]], [1.0], marker="s", color="black",
-                   label=f"brute force (p50 {r[f'b{b}_p50_ms']:.1f} ms)",
-                   zorder=3)
-      if r.get("chosen"):
-        ax.scatter([r["recall"]], [r[f"speedup_b{b}"]], marker="*", s=300,
-                   facecolor="none", edgecolor="red", linewidth=1.5,
-                   label=f"chosen {r['name']}", zorder=4)
     ax.set_yscale("log")
     ax.set_xlabel("recall@100 vs exact")
-    ax.set_ylabel("speed-up over brute force (p50 latency)")
+    ax.set_ylabel("queries / s")
     ax.set_title(f"batch {b}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower left", ncol=2)
-  fig.suptitle("ScaNN recall / speed trade-off")
+  fig.suptitle("ANN recall / speed trade-off ("
+               + ", ".join(f"{styles[c]} {c}" for c in results) + " corpus)")
   fig.tight_layout()
   fig.savefig(path_png, dpi=110)
   plt.close(fig)

@@ -180,7 +180,8 @@ def test_synthetic_tradeoff_plot_and_markdown(tmp_path):
                         num_reordering_candidates=100)]
   lines = []
   rows = index_bench.synthetic_tradeoff(
-      num_vectors=3000, dim=16, num_queries=30, configs=configs,
+      num_vectors=3000, dim=16, num_queries=30,
+      methods=index_bench.scann_methods(configs),
       num_batches=(10, 2), brute_force_batches=(10, 2), progress=lines.append,
       work_dir=str(tmp_path))
   assert [r["method"] for r in rows] == ["brute_force"] + ["scann"] * 3
@@ -190,12 +191,14 @@ def test_synthetic_tradeoff_plot_and_markdown(tmp_path):
   assert "less than the number of clusters" in rows[3]["error"]
   assert "function_node" not in rows[3]["error"]
   assert any("exact top-100" in line for line in lines)
-  assert any("built L20" in line for line in lines)  # the worker's progress
-  assert any("L5000 skipped" in line for line in lines)
+  assert any("built ScaNN L20" in line for line in lines)  # the worker's
+  assert any("ScaNN L5000 skipped" in line for line in lines)
   assert os.listdir(tmp_path) == []  # the corpus file is removed
   table = index_bench.tradeoff_markdown(rows)
   assert table.count("L20/s") == 2 and "(chosen)" in table
   assert "- L5000/s2/r100/d2: not measured (InvalidArgumentError" in table
-  png = index_bench.plot_tradeoff(rows, str(tmp_path / "tradeoff.png"))
+  assert "| ScaNN | L20/s" in table and rows[1]["corpus"] == "clustered"
+  png = index_bench.plot_tradeoff({"clustered": rows},
+                                  str(tmp_path / "tradeoff.png"))
   with open(png, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
