@@ -492,3 +492,194 @@ def ratings_examples(raw: RawData) -> pd.DataFrame:
   out = raw.ratings.merge(raw.users, on="user_id", how="left", validate="m:1")
   return out.merge(raw.movies, on="movie_id", how="left", validate="m:1")
 
+
+
+# --------------------------------------------------------------------------
+# The larger MovieLens layouts (ML-10M, ML-20M, ML-25M; no demographics, no
+# enrichment). `data/generate.py` writes them; the official zips extract to
+# the same folders.
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """Where a MovieLens release keeps its files and how they are written."""
+  folder: str
+  movies: str
+  ratings: str
+  csv: bool
+
+
+LAYOUTS = {
+    "ml-10m": Layout("ml-10M100K", "movies.dat", "ratings.dat", csv=False),
+    "ml-20m": Layout("ml-20m", "movies.csv", "ratings.csv", csv=True),
+    "ml-25m": Layout("ml-25m", "movies.csv", "ratings.csv", csv=True),
+}
+# The TFDS movielens genre labels of these releases (IMAX and "(no genres
+# listed)" are not in ML-1M).
+LARGE_GENRES = GENRES + ("IMAX", "(no genres listed)")
+_MOVIES_HEADER = "movieId,title,genres"
+_RATINGS_HEADER = "userId,movieId,rating,timestamp"
+_STARS = re.compile(r"[0-5](\.[05])?")
+
+
+def _csv_fields(line: str) -> Optional[List[str]]:
+  """The fields of one csv line (RFC 4180 quoting: `"a, b"`, `""` inside
+  quotes); None if a quote is not closed or text follows a closing quote."""
+  fields, i, n = [], 0, len(line)
+  while True:
+    if i < n and line[i] == '"':
+      value, i = [], i + 1
+      while True:
+        j = line.find('"', i)
+        if j < 0:
+          return None
+        value.append(line[i:j])
+        if j + 1 < n and line[j + 1] == '"':
+          value.append('"')
+          i = j + 2
+          continue
+        i = j + 1
+        break
+      fields.append("".join(value))
+      if i < n and line[i] != ",":
+        return None
+    else:
+      j = line.find(",", i)
+      j = n if j < 0 else j
+      if '"' in line[i:j]:
+        return None
+      fields.append(line[i:j])
+      i = j
+    if i >= n:
+      return fields
+    i += 1  # the comma
+    if i == n:
+      fields.append("")
+      return fields
+
+
+def _layout_lines(raw_bytes: bytes, layout: Layout, check: _LineChecker,
+                  filename: str, header: str, count: int
+                  ) -> Iterator[Tuple[int, List[str]]]:
+  """(line number, fields) of a layout file's data lines (UTF-8); csv
+  files must start with `header`."""
+  first = True
+  for line_no, line in _split_lines(raw_bytes, "utf-8", check, filename):
+    if layout.csv and first:
+      first = False
+      if line != header:
+        raise BadInputError(f"{filename}:{line_no}: expected the header "
+                            f"{header!r}, got {_show(line)}")
+      continue
+    fields = _csv_fields(line) if layout.csv else _fields(line)
+    sep = "','" if layout.csv else "'::'"
+    if fields is None:
+      check.bad(filename, line_no, f"unbalanced double quote: {_show(line)}")
+    elif len(fields) != count:
+      check.bad(filename, line_no, f"expected {count} {sep}-separated "
+                f"fields, got {len(fields)}: {_show(line)}")
+    else:
+      yield line_no, fields
+
+
+def parse_layout_movies(raw_bytes: bytes, layout: Layout, check: _LineChecker
+                        ) -> pd.DataFrame:
+  """movies.dat / movies.csv: `movieId, title, genres` (`|`-joined,
+  `(no genres listed)` kept as a genre, as TFDS does)."""
+  rows, seen, filename = [], set(), layout.movies
+  for line_no, (movie_id, title, genres) in _layout_lines(
+      raw_bytes, layout, check, filename, _MOVIES_HEADER, 3):
+    genre_list = [g for g in genres.split("|") if g]
+    unknown = [g for g in genre_list if g not in LARGE_GENRES]
+    problem = None
+    if not _is_int(movie_id):
+      problem = f"movie id {_show(movie_id)} is not a positive integer"
+    elif movie_id in seen:
+      problem = f"duplicate movie id {movie_id}"
+    elif not title.strip():
+      problem = "empty title"
+    elif not genre_list:
+      problem = "no genres"
+    elif unknown:
+      problem = f"unknown genre(s) {', '.join(map(_show, unknown[:5]))}"
+    if problem:
+      check.bad(filename, line_no, problem)
+      continue
+    seen.add(movie_id)
+    year = _TITLE_YEAR.search(title)
+    rows.append({"movie_id": movie_id,
+                 "movie_title": " ".join(title.split()),
+                 "movie_genres": genre_list,
+                 "release_year": int(year.group(1)) if year else 0})
+  return pd.DataFrame(rows, columns=[
+      "movie_id", "movie_title", "movie_genres", "release_year"])
+
+
+def parse_layout_ratings(raw_bytes: bytes, layout: Layout,
+                         check: _LineChecker, movie_ids: set
+                         ) -> pd.DataFrame:
+  """ratings.dat / ratings.csv: `userId, movieId, rating, timestamp`,
+  rating 0.5-5 in half stars."""
+  users, movies, ratings, stamps = [], [], [], []
+  seen, filename = set(), layout.ratings
+  for line_no, (user_id, movie_id, rating, stamp) in _layout_lines(
+      raw_bytes, layout, check, filename, _RATINGS_HEADER, 4):
+    problem = None
+    if not _is_int(user_id):
+      problem = f"user id {_show(user_id)} is not a positive integer"
+    elif not _STARS.fullmatch(rating) or not 0.5 <= float(rating) <= 5.0:
+      problem = f"rating {_show(rating)} is not 0.5-5 in half stars"
+    elif not _is_int(stamp):
+      problem = (f"timestamp {_show(stamp)} is not a non-negative integer "
+                 "(at most 18 digits)")
+    elif movie_id not in movie_ids:
+      problem = (f"rating of unknown movie {_show(movie_id)} (not in "
+                 f"{layout.movies})")
+    elif (user_id, movie_id) in seen:
+      problem = f"duplicate rating of movie {movie_id} by user {user_id}"
+    if problem:
+      check.bad(filename, line_no, problem)
+      continue
+    seen.add((user_id, movie_id))
+    users.append(user_id)
+    movies.append(movie_id)
+    ratings.append(float(rating))
+    stamps.append(int(stamp))
+  return pd.DataFrame({
+      "user_id": pd.Series(users, dtype=object),
+      "movie_id": pd.Series(movies, dtype=object),
+      "user_rating": pd.Series(ratings, dtype="float32"),
+      "timestamp": pd.Series(stamps, dtype="int64"),
+  })
+
+
+def load_layout(raw_dir: str, layout: str, on_bad_line: str = "error"
+                ) -> RawData:
+  """Reads `RAW/<folder>/` of a larger release (`LAYOUTS`). The users
+  table has only `user_id` (these releases have no demographics), the
+  movies no director or star (no enrichment)."""
+  if layout not in LAYOUTS:
+    raise errors.ConfigError(f"layout must be one of {tuple(LAYOUTS)}, not "
+                             f"{layout!r}")
+  spec = LAYOUTS[layout]
+  folder = os.path.join(raw_dir, spec.folder)
+  files = {}
+  for name in (spec.movies, spec.ratings):
+    path = os.path.join(folder, name)
+    if not os.path.isfile(path):
+      raise MissingDataError(f"missing {path} (the {layout} layout: "
+                             f"{spec.folder}/{spec.movies} and "
+                             f"{spec.ratings})")
+    with open(path, "rb") as f:
+      files[name] = f.read()
+  report = ParseReport()
+  check = _LineChecker(on_bad_line, report)
+  movies = parse_layout_movies(files[spec.movies], spec, check)
+  _require_rows(len(movies), spec.movies, "movies", report)
+  ratings = parse_layout_ratings(files[spec.ratings], spec, check,
+                                 set(movies.movie_id))
+  _require_rows(len(ratings), spec.ratings, "ratings", report)
+  users = pd.DataFrame({"user_id": pd.Series(
+      sorted(set(ratings.user_id), key=int), dtype=object)})
+  return RawData(users=users, movies=movies, ratings=ratings, report=report,
+                 source=os.path.abspath(folder))
