@@ -14,6 +14,10 @@ Sections (`--sections`, default all):
              TFRS-tutorial DCN (several seeds).
   e2e        two-stage NDCG@10 / recall@10 (retrieval alone vs retrieval
              then ranking) and `/recommend` latency under load.
+  zoo        every model in two tables (`bench_zoo.py`): top-N (two-tower,
+             joint, NeuMF, content-based, item/user-kNN, EASE, popularity)
+             and ranking (every ranking model and ablation, from the
+             ranking and e2e sections of the same report).
 
 Latencies are medians (p50) and p99 over repeated calls; quality figures
 are single runs unless seeds are listed. The machine is noisy: compare
@@ -34,7 +38,7 @@ from tfrs_pipeline.app import bench_common, bench_sections
 from tfrs_pipeline.app import flags as common
 
 FLAGS = flags.FLAGS
-SECTIONS = ("retrieval", "index", "ranking", "e2e")
+SECTIONS = ("retrieval", "index", "ranking", "e2e", "zoo")
 # The flags: `flag_specs.bench` (defined before this module is imported).
 
 
@@ -49,7 +53,8 @@ def main(argv):
   report = {"machine": bench_common.machine(), "started_at": time.strftime("%FT%T%z"),
             "data_config": dataclasses.asdict(data_config)}
   ctx = bench_sections.Context(data_config=data_config,
-                               out_dir=FLAGS.out_dir, flags=FLAGS)
+                               out_dir=FLAGS.out_dir, flags=FLAGS,
+                               report=report)
   sections = {name: getattr(bench_sections, f"{name}_section")(ctx)
               for name in SECTIONS}
   ordered = [s for s in SECTIONS if s in FLAGS.sections]

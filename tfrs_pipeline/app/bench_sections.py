@@ -20,7 +20,9 @@ from retrieval import index_bench
 from retrieval import train as rtrain
 from retrieval.model import RetrievalConfig
 from tfrs_pipeline import export_layout, metrics, pipeline, runs
-from tfrs_pipeline.app import bench_common, cascade, cascade_eval, e2e
+from ranking import model as kmodel
+from tfrs_pipeline.app import bench_common, bench_zoo, cascade, cascade_eval
+from tfrs_pipeline.app import e2e
 from tfrs_pipeline.app import train_commands
 
 RETRIEVAL_KEYS = ["top_1_accuracy", "top_5_accuracy", "top_10_accuracy",
@@ -34,6 +36,8 @@ class Context:
   data_config: pipeline.DataConfig
   out_dir: str
   flags: Any
+  report: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  """The report being written (earlier sections' results, read by zoo)."""
 
   def fresh_run_dir(self, name: str) -> str:
     """RUNS/name, emptied first (a benchmark never resumes an old run)."""
@@ -148,9 +152,9 @@ def ranking_section(ctx: Context) -> Callable[[], Dict]:
     # (examples="ratings", every train rating, as the peers); the served
     # ranker is trained on candidate lists (the e2e section).
     rating_data = dataclasses.replace(ctx.data_config, label_share=0.0)
-    for name in ("dcn", "mmoe"):
-      config = RankingConfig(model=name, examples="ratings",
-                                    score="engage_x_rating", epochs=6)
+    base = RankingConfig(examples="ratings", score="engage_x_rating",
+                         epochs=6)
+    for name, config in bench_zoo.ranking_configs(base).items():
       m = ktrain.train_and_evaluate(config, rating_data,
                                     ctx.fresh_run_dir(f"ranking_{name}"))
       out["models"][name] = {"config": dataclasses.asdict(config), **{
@@ -160,6 +164,7 @@ def ranking_section(ctx: Context) -> Callable[[], Dict]:
     for name, m in out["models"].items():
       rows.append(dict(name=f"{name.upper()} (this project)",
                        rmse=m["rmse"], mae=m["mae"],
+                       spearman=m.get("spearman"),
                        liked_auc=m.get("liked_auc"),
                        seconds=m.get("train_seconds")))
     gm = kb.global_mean(f.train, f.test)
@@ -217,7 +222,7 @@ def e2e_section(ctx: Context) -> Callable[[], Dict]:
                                                          data_config))
     config = cascade.CascadeConfig()
     rankers = {default.model: os.path.join(root, "ranking")}
-    for name in ("dcn", "mmoe"):
+    for name in kmodel.MODELS:
       if name not in rankers:
         m = cascade.train_ranker(
             data, export_layout.locate(os.path.join(root, "retrieval")),
@@ -306,7 +311,7 @@ def render_markdown(report: Dict[str, Any]) -> str:
       "given; `--sections` reruns only some), peers in the same run as the "
       "models they are compared with. Latencies are medians (p50) and p99 "
       "of repeated calls.", ""]
-  for name in ("retrieval", "index", "ranking", "e2e"):
+  for name in ("retrieval", "index", "ranking", "e2e", "zoo"):
     if "error" in report.get(name, {}):
       lines += [f"## {name}: FAILED", "", "```", report[name]["error"], "```",
                 ""]
@@ -391,6 +396,8 @@ def render_markdown(report: Dict[str, Any]) -> str:
       lines += [f"{name} details:", "", "```", _json(extra), "```", ""]
   if "e2e" in report and "error" not in report["e2e"]:
     lines += _two_stage_markdown(report["e2e"])
+  if "zoo" in report and "error" not in report["zoo"]:
+    lines += bench_zoo.markdown(report["zoo"], _when(report["zoo"]))
   return "\n".join(lines) + "\n"
 
 
@@ -514,3 +521,6 @@ def _when(section) -> str:
 
 def _json(obj) -> str:
   return json.dumps(runs._jsonable(obj), indent=2, sort_keys=True)  # pylint: disable=protected-access
+
+
+zoo_section = bench_zoo.zoo_section
