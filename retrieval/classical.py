@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 import tfrs_pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
+from data import raw
 from tfrs_pipeline import features
 from retrieval import baselines
 
@@ -68,9 +69,12 @@ def profile_features() -> List[features.Feature]:
 
 
 def _tokens(value) -> List[str]:
+  """A cell's values; a missing director or star (`raw.UNKNOWN`) is none."""
   if isinstance(value, (list, tuple, np.ndarray)):
-    return [str(v) for v in value]
-  return [t for t in str(value).split(features.GENRE_SEPARATOR) if t]
+    values = [str(v) for v in value]
+  else:
+    values = str(value).split(features.GENRE_SEPARATOR)
+  return [t for t in values if t and t != raw.UNKNOWN]
 
 
 def item_profiles(movies: pd.DataFrame, movie_ids: Sequence[str]
@@ -80,7 +84,8 @@ def item_profiles(movies: pd.DataFrame, movie_ids: Sequence[str]
   `movies` has a `movie_id` column and one column per profile feature's
   source (e.g. the movie table, or rating rows with the movies joined);
   a candidate missing from it gets a zero profile. Categorical values seen
-  in fewer than the feature's `min_count` movies are dropped; numbers fall
+  in fewer than the feature's `min_count` movies, and `raw.UNKNOWN`, are
+  dropped; numbers fall
   into the feature's `num_buckets` quantile buckets.
   """
   unique = movies.drop_duplicates("movie_id")
