@@ -29,6 +29,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, Mapping, Sequence
 
+import numpy as np
+
 import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
@@ -36,7 +38,7 @@ import tensorflow_recommenders as tfrs
 from ranking import listwise
 from ranking.model import (MLP, RATED, clip_rating, flat_inputs, is_list,
                            list_labels)
-from tfrs_pipeline import errors, features
+from tfrs_pipeline import errors, features, metrics
 
 LOSSES = ("mse", "logloss", "bpr")
 USER_ID, MOVIE_ID = "user_id", "movie_id"  # spec features (FEATURE_BY_NAME)
@@ -156,3 +158,63 @@ class NeuMF(tfrs.models.Model):
     squared = tf.square(flat - (self.global_mean + logit)) * weight
     return loss + tf.reduce_sum(squared) / tf.maximum(
         tf.reduce_sum(weight), 1.0)
+
+
+# --------------------------------------------------------------------------
+# Top-N evaluation over the whole catalogue (implicit losses).
+
+
+def _ids(x) -> np.ndarray:
+  return np.asarray([v.decode() if isinstance(v, bytes) else str(v)
+                     for v in x], dtype=object)
+
+
+def top_n_metrics(score_fn, prepared, ks: Sequence[int] = (10, 20),
+                  batch_users: int = 256) -> Dict[str, float]:
+  """precision/recall/map/ndcg at each k of `score_fn(users [U]) -> [U, M]`
+  scores of the catalogue (`prepared.movies`), relevant = the user's test
+  movies, the user's train and validation movies excluded."""
+  catalog = _ids(prepared.movies["movie_id"])
+  col = {m: j for j, m in enumerate(catalog)}
+  seen = {}
+  for part in (prepared.train, prepared.validation):
+    for u, m in zip(_ids(part["user_id"]), _ids(part["movie_id"])):
+      seen.setdefault(u, []).append(col.get(m, -1))
+  test = {}
+  for u, m in zip(_ids(prepared.test["user_id"]),
+                  _ids(prepared.test["movie_id"])):
+    test.setdefault(u, []).append(col.get(m, -1))
+  users = sorted(test)
+  metric = metrics.RankingMetrics(ks)
+  for start in range(0, len(users), batch_users):
+    chunk = users[start:start + batch_users]
+    relevant = np.zeros((len(chunk), len(catalog)), bool)
+    exclude = np.zeros_like(relevant)
+    for r, u in enumerate(chunk):
+      relevant[r, [j for j in test[u] if j >= 0]] = True
+      exclude[r, [j for j in seen.get(u, []) if j >= 0]] = True
+    metric.update(score_fn(np.asarray(chunk, object)), relevant & ~exclude,
+                  exclude)
+  return {**metric.result(), "top_n_users": metric.count}
+
+
+def model_scores(model: tf.keras.Model, catalog) -> callable:
+  """`score_fn` of `top_n_metrics`: the model's `score` of every
+  (user, catalogue movie) pair."""
+  movies = tf.constant(_ids(catalog).astype(str))
+
+  @tf.function
+  def scores(users):
+    u = tf.repeat(users, tf.shape(movies)[0])
+    m = tf.tile(movies, tf.shape(users))
+    out = model({USER_ID: u, MOVIE_ID: m}, training=False)["score"]
+    return tf.reshape(out, [tf.shape(users)[0], -1])
+
+  return lambda users: scores(tf.constant(users.astype(str))).numpy()
+
+
+def popularity_scores(prepared) -> callable:
+  """`score_fn` of the popularity peer: train ratings of each movie."""
+  counts = np.asarray([prepared.movie_counts.get(m, 0) for m in
+                       _ids(prepared.movies["movie_id"])], np.float32)
+  return lambda users: np.tile(counts, (len(users), 1))

@@ -103,3 +103,16 @@ def test_export_reloads_with_same_outputs(prepared, tmp_path):
                 "movie_id": tf.constant(movies)})
   assert set(got) == {"rating", "score"}
   np.testing.assert_allclose(got["score"], want["score"].numpy(), atol=1e-5)
+
+
+def test_top_n_metrics_of_model_and_popularity(prepared):
+  model = _model(prepared, "bpr")
+  got = neumf.top_n_metrics(
+      neumf.model_scores(model, prepared.movies["movie_id"]), prepared)
+  pop = neumf.top_n_metrics(neumf.popularity_scores(prepared), prepared)
+  for result in (got, pop):
+    for k in (10, 20):
+      for name in ("precision", "recall", "map", "ndcg"):
+        assert 0.0 <= result[f"{name}_at_{k}"] <= 1.0
+    assert result["top_n_users"] > 0
+  assert pop["recall_at_20"] >= pop["recall_at_10"]
