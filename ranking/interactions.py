@@ -68,7 +68,8 @@ def model_interactions(model, layer: int = 0, per_weight: bool = False
                        ) -> Optional[Tuple[List[str], np.ndarray]]:
   """`interaction_matrix` of a DCN / MMoE model's cross layer `layer`;
   None when the model has no cross layer."""
-  weights = model.cross_network.weight_matrices()
+  cross = getattr(model, "cross_network", None)
+  weights = cross.weight_matrices() if cross is not None else []
   if not weights:
     return None
   return interaction_matrix(weights[layer], model.inputs_layer.slices,

@@ -55,7 +55,7 @@ import tfrs_pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from ranking import listwise
+from ranking import deepfm, listwise, rows, widedeep
 from tfrs_pipeline import errors, features, optim
 
 LIKED_THRESHOLD = 4.0
@@ -63,7 +63,7 @@ EXAMPLES = ("lists", "ratings")
 # MMoE serving score: log P(engage among the candidates) + log P(liked)
 # (lists), P(engage) * E[rating], or the rating.
 SCORES = ("engage_liked", "engage_x_rating", "rating")
-MODELS = ("mmoe", "dcn")
+MODELS = ("mmoe", "dcn", "widedeep", "deepfm")
 STRUCTURES = ("stacked", "parallel")  # DCN-v2: cross -> deep, cross || deep
 NEGATIVE_SAMPLINGS = ("uniform", "popularity")
 LIST_MASK = "list_mask"  # lists: 1 for a real candidate, 0 for padding
@@ -83,7 +83,8 @@ class RankingConfig:
   """
   model: str = "mmoe"
   """The ranker: `mmoe` (multi-gate mixture of experts: engagement,
-  rating and liked tasks) or `dcn` (DCN-v2 rating model)."""
+  rating and liked tasks), `dcn` (DCN-v2 rating model), `widedeep` (Wide
+  & Deep) or `deepfm` (DeepFM)."""
   examples: str = "lists"
   """What one training example is: `lists` (a user's candidate list from
   the two-stage sources, labelled with held-out ratings) or `ratings`
@@ -134,9 +135,11 @@ class RankingConfig:
   structure: str = "stacked"
   """dcn: `stacked` (cross then deep) or `parallel` (cross beside deep)."""
   deep_layers: Tuple[int, ...] = (256, 128)
-  """dcn: units of the deep ReLU layers, comma-separated."""
+  """dcn, widedeep, deepfm: units of the deep ReLU layers,
+  comma-separated."""
   dropout: float = 0.2
-  """dcn: dropout rate after each deep layer, in [0, 1)."""
+  """dcn, widedeep, deepfm (and the MMoE's experts and towers): dropout
+  rate after each deep layer, in [0, 1)."""
   diag_scale: float = 0.0
   """dcn: adds diag_scale * I to the cross layers' W (steadies a low
   rank)."""
@@ -170,6 +173,28 @@ class RankingConfig:
   """mmoe: the serving score that orders the list: `engage_liked` (log
   P(engage among the candidates) + log P(liked)), `engage_x_rating`
   (P(engage) x E[rating]) or `rating`."""
+  # Wide & Deep.
+  wide: bool = True
+  """widedeep: the wide linear part over raw and crossed feature values
+  (false: the deep part alone)."""
+  wide_crosses: Tuple[str, ...] = (
+      "user_age:movie_genres", "user_gender:movie_genres",
+      "user_occupation:movie_genres", "user_occupation:director",
+      "user_age:movie_id", "user_gender:movie_id")
+  """widedeep: crossed features of the wide part, `a:b` pairs of spec
+  feature names (tfrs_pipeline/features.py), comma-separated."""
+  wide_buckets: int = 100_000
+  """widedeep: most weights per cross (more value pairs are hashed)."""
+  wide_l2: float = 1e-3
+  """widedeep, deepfm: L2 weight on the looked-up wide / FM weights (batch
+  mean of their squares)."""
+  # DeepFM.
+  fm: bool = True
+  """deepfm: the factorization machine (first and second order) beside
+  the deep part (false: the deep part alone)."""
+  fm_dim: int = 16
+  """deepfm: common dimension k the field embeddings are projected to for
+  the pairwise terms."""
   max_train_seconds: float = 420.0
   """Fit time budget in seconds: no epoch starts that would end past it;
   0: none."""
@@ -201,6 +226,8 @@ class RankingConfig:
     self.expert_layers = tuple(int(u) for u in self.expert_layers)
     self.tower_layers = tuple(int(u) for u in self.tower_layers)
     self.bias_tower_layers = tuple(int(u) for u in self.bias_tower_layers)
+    self.wide_crosses = tuple(str(c) for c in self.wide_crosses if c)
+    widedeep.parse_crosses(self.wide_crosses)  # ConfigError if unknown
     checks = {"model": MODELS, "structure": STRUCTURES,
               "negative_sampling": NEGATIVE_SAMPLINGS,
               "score": SCORES, "examples": EXAMPLES,
@@ -347,37 +374,12 @@ class RankingInputs(tf.keras.layers.Layer):
   @staticmethod
   def _embed(layer: features.FeatureEmbedding, inputs, per_row, training):
     """One feature's embedding per candidate row: [B * L, dim]."""
-    if not is_list(inputs) or layer.feature.entity in _PER_CANDIDATE:
-      return layer(per_row, training=training)
-    return tf.repeat(layer(inputs, training=training), list_size(inputs),
-                     axis=0)
+    return rows.embed_rows(layer, inputs, per_row, training)
 
 
-_PER_CANDIDATE = (features.MOVIE, features.SOURCE)
-
-
-def is_list(inputs: Mapping[str, tf.Tensor]) -> bool:
-  """True for a batch of candidate lists (`movie_id` [B, L])."""
-  return inputs["movie_id"].shape.rank == 2
-
-
-def list_size(inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
-  return tf.shape(inputs["movie_id"])[1]
-
-
-def flat_inputs(inputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-  """One row per candidate: [B, L] inputs flattened to [B * L], [B] inputs
-  repeated L times (a pointwise batch is returned as it is)."""
-  if not is_list(inputs):
-    return dict(inputs)
-  size = list_size(inputs)
-  out = {}
-  for k, v in inputs.items():
-    if isinstance(v, tf.RaggedTensor):
-      continue  # per-user bags of ids: embedded once per list
-    out[k] = (tf.reshape(v, [-1]) if v.shape.rank == 2
-              else tf.repeat(v, size, axis=0))
-  return out
+# Row helpers, defined in `ranking.rows` (kept here for existing callers).
+is_list, list_size, flat_inputs = (rows.is_list, rows.list_size,
+                                   rows.flat_inputs)
 
 
 def list_labels(inputs: Mapping[str, tf.Tensor]):
@@ -495,12 +497,23 @@ def clip_rating(x: tf.Tensor) -> tf.Tensor:
 # DCN-v2.
 
 
-class DCN(tfrs.models.Model):
-  """DCN-v2 rating model: inputs -> rating.
+class RatingRanker(tfrs.models.Model):
+  """The single-rating rankers (DCN-v2, Wide & Deep, DeepFM):
 
-  `call(inputs)` -> {"rating_raw": [B] unclipped, "rating": [B] clipped to
-  [1, 5], "score": [B] = rating}.
+      x0, bias = inputs_layer(inputs)        [B, D], [B]
+      h, side = transform(x0, inputs)        [B, H], [B, units] or None
+      rating = bias + rating_head(h) (+ side[:, 0])                  [B]
+      score = score_head(h) (+ side[:, 1])   lists only, else = rating
+
+  Subclasses build their body and implement `transform`. `compute_loss`:
+  ratings: MSE of the rating; lists: listwise softmax of the score
+  (`gain`) + the rating MSE on the labelled candidates
+  (`engagement_weight`, `rating_weight`). `call(inputs)` ->
+  {"rating_raw": [B] unclipped, "rating": [B] clipped to [1, 5],
+  "score": [B]}.
   """
+
+  metric_prefix = ""  # of the rating task's metrics (`rmse`, `mae`)
 
   def __init__(self, vocabularies: features.Vocabularies,
                config: RankingConfig, global_mean: float = 0.0,
@@ -509,27 +522,39 @@ class DCN(tfrs.models.Model):
     self.config = config
     self.inputs_layer = RankingInputs.from_ranking_config(
         vocabularies, config, global_mean, feature_list)
-    self.body = DCNv2Body(config.cross_layers, config.projection_dim,
-                          config.structure, config.deep_layers,
-                          config.dropout, config.diag_scale, name="dcn")
     self.head = tf.keras.layers.Dense(1, name="rating_head")
     # Lists: a second head scores the candidates (listwise loss).
     self.score_head = (tf.keras.layers.Dense(1, name="score_head")
                        if config.examples == "lists" else None)
-    self.task = rating_task()
+    self.task = rating_task(self.metric_prefix)
     self.list_loss = tf.keras.metrics.Mean("list_loss")
 
   @property
-  def cross_network(self) -> CrossNetwork:
-    return self.body.cross
+  def units(self) -> int:
+    """Outputs of a side part: rating (and list score)."""
+    return 1 if self.score_head is None else 2
+
+  @property
+  def cross_network(self) -> Optional[CrossNetwork]:
+    """Cross layers for the interaction heatmap (None: none)."""
+    return None
+
+  def transform(self, x0: tf.Tensor, inputs, training=False
+                ) -> Tuple[tf.Tensor, Optional[tf.Tensor], tf.Tensor]:
+    """(h [B, H], side [B, units] or None, extra penalty)."""
+    raise NotImplementedError
 
   def _forward(self, inputs, training=False):
     x0, bias, penalty = self.inputs_layer(inputs, training=training)
-    h = self.body(x0, training=training)
+    h, side, more = self.transform(x0, inputs, training)
     rating = bias + tf.squeeze(self.head(h), axis=1)
     score = (tf.squeeze(self.score_head(h), axis=1)
              if self.score_head is not None else None)
-    return rating, score, penalty
+    if side is not None:
+      rating += side[:, 0]
+      if score is not None:
+        score += side[:, 1]
+    return rating, score, penalty + more
 
   def call(self, inputs: Mapping[str, tf.Tensor], training=False
            ) -> Dict[str, tf.Tensor]:
@@ -557,6 +582,77 @@ class DCN(tfrs.models.Model):
                             sample_weight=flat_rated)
     return (self.config.engagement_weight * list_loss
             + norm * self.config.rating_weight * rating_loss + penalty)
+
+
+class DCN(RatingRanker):
+  """DCN-v2 rating model: h = `DCNv2Body`(x0) (cross and deep networks)."""
+
+  def __init__(self, vocabularies: features.Vocabularies,
+               config: RankingConfig, global_mean: float = 0.0,
+               feature_list: Optional[Sequence[features.Feature]] = None):
+    super().__init__(vocabularies, config, global_mean, feature_list)
+    self.body = DCNv2Body(config.cross_layers, config.projection_dim,
+                          config.structure, config.deep_layers,
+                          config.dropout, config.diag_scale, name="dcn")
+
+  @property
+  def cross_network(self) -> CrossNetwork:
+    return self.body.cross
+
+  def transform(self, x0, inputs, training=False):
+    return self.body(x0, training=training), None, 0.0
+
+
+class WideDeep(RatingRanker):
+  """Wide & Deep (Cheng et al. 2016): h = MLP(x0) (deep part); side = the
+  linear model over raw and crossed feature values (`widedeep.WidePart`,
+  `wide_crosses`), absent with `wide=False`."""
+
+  metric_prefix = "rating_"
+
+  def __init__(self, vocabularies: features.Vocabularies,
+               config: RankingConfig, global_mean: float = 0.0,
+               feature_list: Optional[Sequence[features.Feature]] = None):
+    super().__init__(vocabularies, config, global_mean, feature_list)
+    self.deep = MLP(config.deep_layers, config.dropout, name="deep")
+    encoder = self.inputs_layer.encoder
+    self.wide = (widedeep.WidePart(
+        encoder.features, vocabularies, encoder,
+        widedeep.parse_crosses(config.wide_crosses), self.units,
+        config.wide_buckets, name="wide") if config.wide else None)
+
+  def transform(self, x0, inputs, training=False):
+    h = self.deep(x0, training=training)
+    if self.wide is None:
+      return h, None, 0.0
+    side, penalty = self.wide(inputs, training=training)
+    return h, side, self.config.wide_l2 * penalty
+
+
+class DeepFM(RatingRanker):
+  """DeepFM (Guo et al. 2017): h = MLP(x0) (deep part); side = a
+  factorization machine over the same field embeddings
+  (`deepfm.FMPart`: first order + pairwise <v_f, v_g>), absent with
+  `fm=False`."""
+
+  metric_prefix = "rating_"
+
+  def __init__(self, vocabularies: features.Vocabularies,
+               config: RankingConfig, global_mean: float = 0.0,
+               feature_list: Optional[Sequence[features.Feature]] = None):
+    super().__init__(vocabularies, config, global_mean, feature_list)
+    self.deep = MLP(config.deep_layers, config.dropout, name="deep")
+    self.fm = (deepfm.FMPart(
+        self.inputs_layer.encoder.features, vocabularies,
+        self.inputs_layer.slices, config.fm_dim, self.units, name="fm")
+               if config.fm else None)
+
+  def transform(self, x0, inputs, training=False):
+    h = self.deep(x0, training=training)
+    if self.fm is None:
+      return h, None, 0.0
+    side, penalty = self.fm(inputs, x0, training=training)
+    return h, side, self.config.wide_l2 * penalty
 
 
 # --------------------------------------------------------------------------
@@ -814,5 +910,9 @@ def build_model(config: RankingConfig, vocabularies: features.Vocabularies,
   """The model named by `config.model` (`dcn` or `mmoe`)."""
   if config.model == "dcn":
     return DCN(vocabularies, config, global_mean, feature_list)
+  if config.model == "widedeep":
+    return WideDeep(vocabularies, config, global_mean, feature_list)
+  if config.model == "deepfm":
+    return DeepFM(vocabularies, config, global_mean, feature_list)
   return MMoE(vocabularies, config, global_mean, user_counts, movie_counts,
               feature_list)
