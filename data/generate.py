@@ -41,6 +41,7 @@ MIN_USER_RATINGS = 20
 RATINGS_PER_USER = 154  # ML-25M: 25,000,095 / 162,541
 RATINGS_PER_MOVIE = 400  # ML-25M: 25,000,095 / 62,423
 START = 789652009  # 1995-01-09, the first MovieLens rating
+LAYOUT_NAMES = ("ml-10m", "ml-20m", "ml-25m")  # keys of data.raw.LAYOUTS
 # Last rating of each official release (unix seconds).
 END = {"ml-10m": 1231131736, "ml-20m": 1427784002, "ml-25m": 1574327703}
 # Genre weights: roughly the ML-25M shares (Drama, Comedy most common).

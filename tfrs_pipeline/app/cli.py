@@ -43,6 +43,10 @@ COMMANDS = {
     ("data", "prepare"): Command(
         _DATA, "prepare_main", "Build (or reuse) the TFDS datasets from the "
         "raw MovieLens-1M files.", flag_specs.data_prepare),
+    ("data", "generate"): Command(
+        _DATA, "generate_main", "Write generated raw files in the ML-10M, "
+        "ML-20M or ML-25M layout (skewed like MovieLens; for scale tests).",
+        flag_specs.data_generate),
     ("data", "describe"): Command(
         _DATA, "describe_main", "Counts of the built dataset: ratings, users, "
         "movies, train/test sizes, skipped raw lines.",

@@ -1,11 +1,12 @@
-"""`tfrs-pipeline data prepare|describe` and `tfrs-pipeline eda`."""
+"""`tfrs-pipeline data prepare|generate|describe` and `tfrs-pipeline eda`."""
 
 import json
 import sys
+import time
 
 from absl import flags
 
-from data import eda, raw
+from data import eda, generate, raw
 from tfrs_pipeline import dataset
 
 FLAGS = flags.FLAGS  # defined by flag_specs (data_prepare, ...)
@@ -24,6 +25,17 @@ def prepare_main(argv):
   _log(f"[data] ready: {first['ratings']:,} ratings, {first['users']:,} "
        f"users, {first['movies']:,} movies; skipped lines: "
        f"{first['skipped']['skipped_total']}")
+
+
+def generate_main(argv):
+  del argv
+  start = time.time()
+  paths = generate.generate(FLAGS.layout, FLAGS.ratings, FLAGS.out_dir,
+                            FLAGS.seed)
+  seconds = time.time() - start
+  _log(f"[data] wrote {FLAGS.ratings:,} ratings in {seconds:.1f} s "
+       f"({FLAGS.ratings / max(seconds, 1e-9):,.0f} ratings/s): "
+       + ", ".join(paths.values()))
 
 
 def describe_main(argv):

@@ -190,6 +190,19 @@ def data_prepare() -> List[Group]:
           data_flags("raw_data", "data_dir", "on_bad_line")]
 
 
+def data_generate() -> List[Group]:
+  return [("data generate", [
+      Flag("layout", "enum", "ml-25m", "Layout of the raw files written.",
+           _values("data.generate.LAYOUT_NAMES")),
+      Flag("ratings", "integer", 1_000_000,
+           "Number of ratings (users and movies scale with it as in "
+           "ML-25M)."),
+      Flag("out_dir", "string", "generated",
+           "Directory to write LAYOUT's folder into (a --raw_data)."),
+      Flag("seed", "integer", 0, "Seed: the same seed writes the same "
+           "bytes.")])]
+
+
 def data_describe() -> List[Group]:
   return [("data describe", [Flag("json", "bool", False,
                                   "Print JSON only.")]),
