@@ -51,6 +51,7 @@ def _losses(model, batch):
 
 
 def test_joint_needs_rating_examples():
+  assert joint.default_config(epochs=1).examples == "rating"
   with pytest.raises(errors.ConfigError, match="examples rating"):
     model_lib.RetrievalConfig(model="joint")  # examples="user" default
   with pytest.raises(errors.ConfigError, match="--model"):
